@@ -45,5 +45,12 @@ class UnknownNameError(MeshlensError):
 def did_you_mean(name: str, known: Iterable[str], *, limit: int = 3) -> list[str]:
     """Close matches of ``name`` among ``known``, case-insensitively, best first."""
     by_lower = {k.lower(): k for k in known}
-    hits = difflib.get_close_matches(name.lower(), list(by_lower), n=limit, cutoff=0.6)
-    return [by_lower[h] for h in hits]
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, name.lower(), k).ratio(), k) for k in by_lower),
+        reverse=True,
+    )
+    if not scored or scored[0][0] < 0.6:
+        return []
+    # Only the close contenders of the best match: "CartService" is no answer to "paymentservise".
+    floor = max(0.6, scored[0][0] - 0.1)
+    return [by_lower[k] for score, k in scored[:limit] if score >= floor]
