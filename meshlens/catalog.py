@@ -16,6 +16,7 @@ from meshlens.lake import Lake
 
 ROLLUP_SCHEMAS: dict[str, pa.Schema] = {}
 """Rollup tables (folder under ``rollups/``) and their schemas; analytics registers them."""
+ROLLUP_SCHEMAS.update(schema.ROLLUPS)
 
 EDGES_SQL = """
 WITH log_edges AS (
@@ -24,17 +25,26 @@ WITH log_edges AS (
     FROM requests GROUP BY ALL
 ),
 span_pairs AS (
-    SELECT p.service AS caller, c.service AS callee, c.start_ts AS ts
+    -- a SERVER/CONSUMER span whose parent belongs to another service: parent -> child
+    -- (client latency only when the parent is the CLIENT/PRODUCER span of the call)
+    SELECT p.service AS caller, c.service AS callee, c.start_ts AS ts,
+           CASE WHEN p.kind IN ('CLIENT', 'PRODUCER') THEN p.duration_ms END AS client_ms,
+           c.duration_ms AS server_ms,
+           (p.status_code = 'ERROR' AND p.kind IN ('CLIENT', 'PRODUCER')) OR c.status_code = 'ERROR' AS is_error,
+           false AS uninstrumented
     FROM spans c JOIN spans p
       ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
-    WHERE c.kind IN ('SERVER', 'CONSUMER') AND p.kind IN ('CLIENT', 'PRODUCER')
+    WHERE c.kind IN ('SERVER', 'CONSUMER')
       AND p.service IS DISTINCT FROM c.service
 ),
 span_orphans AS (
+    -- a CLIENT/PRODUCER span with no SERVER/CONSUMER child: an uninstrumented callee,
+    -- named from the peer attributes
     SELECT p.service AS caller,
            coalesce(nullif(p.peer_service, ''), nullif(p.server_address, ''),
                     nullif(p.rpc_service, ''), 'external') AS callee,
-           p.start_ts AS ts
+           p.start_ts AS ts, p.duration_ms AS client_ms, CAST(NULL AS DOUBLE) AS server_ms,
+           p.status_code = 'ERROR' AS is_error, true AS uninstrumented
     FROM spans p
     WHERE p.kind IN ('CLIENT', 'PRODUCER')
       AND NOT EXISTS (SELECT 1 FROM spans c
@@ -42,9 +52,15 @@ span_orphans AS (
                         AND c.kind IN ('SERVER', 'CONSUMER'))
 ),
 trace_edges AS (
-    SELECT caller, callee, count(*) AS trace_requests,
-           min(ts) AS trace_first_seen, max(ts) AS trace_last_seen
-    FROM (SELECT * FROM span_pairs UNION ALL SELECT * FROM span_orphans) GROUP BY ALL
+    SELECT caller, callee, count(*) AS trace_requests, count_if(is_error) AS trace_errors,
+           min(ts) AS trace_first_seen, max(ts) AS trace_last_seen,
+           quantile_cont(client_ms, 0.5) AS client_p50_ms,
+           quantile_cont(client_ms, 0.95) AS client_p95_ms,
+           quantile_cont(server_ms, 0.5) AS server_p50_ms,
+           quantile_cont(server_ms, 0.95) AS server_p95_ms,
+           bool_and(uninstrumented) AS callee_uninstrumented
+    FROM (SELECT * FROM span_pairs UNION ALL SELECT * FROM span_orphans)
+    GROUP BY caller, callee
 )
 SELECT coalesce(l.caller, t.caller) AS caller,
        coalesce(l.callee, t.callee) AS callee,
@@ -53,7 +69,10 @@ SELECT coalesce(l.caller, t.caller) AS caller,
        CASE WHEN l.caller IS NOT NULL AND t.caller IS NOT NULL THEN 'both'
             WHEN l.caller IS NOT NULL THEN 'logs' ELSE 'traces' END AS seen_in,
        least(l.log_first_seen, t.trace_first_seen) AS first_seen,
-       greatest(l.log_last_seen, t.trace_last_seen) AS last_seen
+       greatest(l.log_last_seen, t.trace_last_seen) AS last_seen,
+       coalesce(t.trace_errors, 0) AS trace_errors,
+       t.client_p50_ms, t.client_p95_ms, t.server_p50_ms, t.server_p95_ms,
+       t.callee_uninstrumented
 FROM log_edges l FULL OUTER JOIN trace_edges t
   ON l.caller = t.caller AND l.callee = t.callee
 """

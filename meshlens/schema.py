@@ -107,6 +107,32 @@ MANIFEST = pa.schema(
     ]
 )
 
+ROLLUP_DIMS = ("caller", "service", "version", "route", "method", "env", "status_class")
+"""Key of the ``requests_*`` rollups (besides the time column)."""
+EDGE_ROLLUP_DIMS = ("caller", "service", "version", "env")
+"""Key of the narrower ``edges_*`` rollups, which answer per-service/edge/version questions fast."""
+
+
+def _rollup(time_column: str, dims: tuple[str, ...]) -> pa.Schema:
+    return pa.schema(
+        [(time_column, TS)]
+        + [(d, pa.string()) for d in dims]
+        + [(c, pa.int64()) for c in ("requests", "errors_5xx", "client_errors_4xx",
+                                     "bytes_in", "bytes_out", "duration_count")]
+        + [("duration_sum_ms", pa.float64()), ("duration_max_ms", pa.float64()),
+           ("lat_keys", pa.list_(pa.int16())), ("lat_counts", pa.list_(pa.int64()))]
+    )
+
+
+REQUESTS_1M = _rollup("minute", ROLLUP_DIMS)
+ROLLUPS: dict[str, pa.Schema] = {
+    "requests_1m": REQUESTS_1M,
+    "requests_1h": _rollup("hour", ROLLUP_DIMS),
+    "edges_1m": _rollup("minute", EDGE_ROLLUP_DIMS),
+    "edges_1h": _rollup("hour", EDGE_ROLLUP_DIMS),
+}
+"""Rollups (folders under ``rollups/``, partitioned by ``date``), built by analytics.rollup."""
+
 COLUMN_DOCS: dict[str, dict[str, str]] = {
     "requests": {
         "ts": "request start, UTC",
@@ -170,6 +196,21 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "source_format": "otlp_json, otlp_proto or otlp_http",
         "source_file": "file or receiver batch the span came from",
         "date": "partition: UTC date of start_ts",
+    },
+    "requests_1m": {
+        "minute": "minute the requests started in, UTC (requests_1h/edges_1h: `hour`)",
+        "caller": "calling service", "service": "called service", "version": "called version",
+        "route": "templated path", "method": "HTTP method", "env": "environment",
+        "status_class": "2xx, 3xx, 4xx, 5xx, 1xx or none (no status)",
+        "requests": "requests in the group",
+        "errors_5xx": "requests answered 5xx (errors)",
+        "client_errors_4xx": "requests answered 4xx (client errors, not failures)",
+        "bytes_in": "sum of bytes_in", "bytes_out": "sum of bytes_out",
+        "duration_count": "requests with a duration (the n of the percentiles)",
+        "duration_sum_ms": "sum of duration_ms", "duration_max_ms": "largest duration_ms",
+        "lat_keys": "latency sketch bucket keys, ascending (analytics.sketch: 1% relative error)",
+        "lat_counts": "requests per bucket key, aligned with lat_keys",
+        "date": "partition: UTC date of the minute",
     },
 }
 

@@ -1,0 +1,48 @@
+"""What the traffic in a window would cost on Amazon VPC Lattice, per service.
+
+Three charges, from the price settings (defaults: AWS's public us-east-1 prices):
+- service-hours: every service that received traffic in the window is billed for every hour of
+  the window (Lattice bills a provisioned service per hour, busy or not);
+- data: request plus response bytes, per GB (1 GB = 2^30 bytes, as AWS bills);
+- requests: per million HTTP requests beyond the free ``free_requests_per_service_hour`` in each
+  service-hour (counted per UTC clock hour the window touches).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from analytics.red import red
+from meshlens.timewin import Window
+
+GB = 2**30
+COLUMNS = ("service", "requests", "billable_requests", "gb_processed", "service_hours",
+           "cost_service_hours", "cost_data", "cost_requests", "cost_total")
+
+
+def estimate(conn: duckdb.DuckDBPyConnection, prices: Mapping[str, Any], *, window: Window,
+             env: str | None = None) -> pl.DataFrame:
+    """Per-service cost estimate (USD) of the traffic in ``window``, most expensive first."""
+    hourly = red(conn, window=window, by=["service"], env=env, bucket="hour")
+    if hourly.is_empty():
+        return pl.DataFrame(schema={c: (pl.String if c == "service" else pl.Float64) for c in COLUMNS})
+    free = int(prices["free_requests_per_service_hour"])
+    hours = math.ceil(window.seconds / 3600 - 1e-9)
+    per_service = hourly.group_by("service").agg(
+        pl.col("requests").sum(),
+        (pl.col("requests") - free).clip(lower_bound=0).sum().alias("billable_requests"),
+        ((pl.col("bytes_in") + pl.col("bytes_out")).sum() / GB).alias("gb_processed"),
+    )
+    return per_service.with_columns(
+        pl.lit(float(hours)).alias("service_hours"),
+        pl.lit(hours * float(prices["price_service_hour"])).alias("cost_service_hours"),
+        (pl.col("gb_processed") * float(prices["price_per_gb"])).alias("cost_data"),
+        (pl.col("billable_requests") / 1e6 * float(prices["price_per_million_requests"])).alias("cost_requests"),
+    ).with_columns(
+        (pl.col("cost_service_hours") + pl.col("cost_data") + pl.col("cost_requests")).alias("cost_total"),
+    ).select(COLUMNS).sort(["cost_total", "service"], descending=[True, False])

@@ -1,0 +1,299 @@
+"""RED metrics: rate, errors and duration, over any window, key and time bucket.
+
+``red`` answers per service, edge (caller, service), route, version, env, caller principal or
+any mix of them, optionally per time bucket (minute, 5m, hour, day). Errors are 5xx only;
+4xx are client errors, counted and shown apart, never called failures.
+
+Where the numbers come from (the plan, chosen per call):
+- a rollup (analytics.rollup) when every key and filter is one of its columns and the window is
+  aligned to its grain: the narrow ``edges_*`` before ``requests_*``, hours before minutes.
+  Counts, bytes, max and mean are exact there; percentiles come from merging sketches
+  (``percentile_source = 'sketch'``, within 1% of the exact nearest-rank value);
+- raw rows otherwise, and whenever the window holds at most ``exact_percentile_max_rows``
+  requests: exact nearest-rank percentiles (DuckDB ``quantile_disc``, ``'exact'``).
+Keys that no rollup holds (``caller_principal``) and windows not aligned to minutes always read
+raw rows. When a rollup has nothing for a window that raw rows cover (it was never built), raw
+rows answer. Every row carries ``n`` (requests with a duration, the sample of its percentiles)
+and ``low_sample`` (n below ``min_percentile_samples``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import duckdb
+import polars as pl
+
+from analytics import sketch
+from analytics.rollup import LEVELS, STATUS_CLASS_SQL, Level
+from meshlens.errors import ConfigError, UnknownNameError
+from meshlens.settings import Settings
+from meshlens.timewin import Window
+
+KEYS = ("service", "caller", "version", "route", "method", "env", "status_class", "caller_principal")
+ALIASES = {"principal": "caller_principal", "callee": "service"}
+BUCKETS = {"minute": 60, "5m": 300, "hour": 3600, "day": 86400}
+QUANTILES = (("p50_ms", 0.5), ("p90_ms", 0.9), ("p95_ms", 0.95), ("p99_ms", 0.99))
+METRICS = (
+    "requests", "rps", "errors_5xx", "error_ratio", "client_errors_4xx", "client_error_ratio",
+    "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "n", "bytes_in", "bytes_out",
+    "percentile_source", "low_sample",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Where one call reads from: ``raw`` or a rollup level, and how percentiles are taken."""
+
+    level: Level | None
+    percentile_source: str  # 'exact' or 'sketch'
+
+
+def red(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    window: Window,
+    by: Sequence[str] = (),
+    service: str | None = None,
+    caller: str | None = None,
+    env: str | None = None,
+    bucket: str | None = None,
+    settings: Settings | None = None,
+) -> pl.DataFrame:
+    """RED metrics per ``by`` key (and ``bucket``) over ``window``; see the module docstring."""
+    keys = normalize_by(by)
+    check_bucket(bucket)
+    cfg = settings or Settings()
+    filters = {c: v for c, v in (("service", service), ("caller", caller), ("env", env)) if v is not None}
+    plan = choose_plan(conn, window=window, keys=keys, filters=filters, bucket=bucket,
+                       max_rows=int(cfg["exact_percentile_max_rows"]))
+    if plan.level is None:
+        sql, params = raw_sql(window=window, keys=keys, filters=filters, bucket=bucket)
+    else:
+        sql, params = rollup_sql(plan.level, window=window, keys=keys, filters=filters, bucket=bucket)
+    frame = conn.sql(sql, params=params).pl()
+    return finish(frame, keys=keys, bucket=bucket, window=window, source=plan.percentile_source,
+                  min_samples=int(cfg["min_percentile_samples"]))
+
+
+def minute_series(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    window: Window,
+    key: Sequence[str] = ("service",),
+    service: str | None = None,
+    env: str | None = None,
+    settings: Settings | None = None,
+) -> pl.DataFrame:
+    """One row per (key..., minute) with traffic: requests, errors, p50/p99 and bytes."""
+    frame = red(conn, window=window, by=key, service=service, env=env, bucket="minute", settings=settings)
+    keys = normalize_by(key)
+    return frame.select(
+        *keys, pl.col("bucket_start").alias("minute"), "requests", "errors_5xx", "client_errors_4xx",
+        "p50_ms", "p99_ms", (pl.col("bytes_in") + pl.col("bytes_out")).alias("bytes"),
+        "n", "percentile_source", "low_sample",
+    )
+
+
+def normalize_by(by: Sequence[str]) -> list[str]:
+    """Resolve aliases (principal, callee) and reject unknown keys; order kept, no repeats."""
+    if isinstance(by, str):
+        by = [by]
+    out: list[str] = []
+    for name in by:
+        col = ALIASES.get(name, name)
+        if col not in KEYS:
+            raise UnknownNameError("grouping key", name, [*KEYS, *ALIASES])
+        if col not in out:
+            out.append(col)
+    return out
+
+
+def check_bucket(bucket: str | None) -> None:
+    """Raise ConfigError for a bucket other than minute, 5m, hour or day."""
+    if bucket is not None and bucket not in BUCKETS:
+        raise ConfigError(f"unknown time bucket {bucket!r}; use one of {', '.join(BUCKETS)}")
+
+
+# -- planning ----------------------------------------------------------------------------------
+def choose_plan(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    window: Window,
+    keys: list[str],
+    filters: dict[str, str],
+    bucket: str | None,
+    max_rows: int,
+) -> Plan:
+    """Pick the smallest rollup that answers, or raw rows (small windows, raw-only keys)."""
+    level = candidate_level(window=window, needed={*keys, *filters}, bucket=bucket)
+    if level is None:
+        return Plan(None, "exact")
+    where, params = where_sql(level.grain, window=window, filters=filters)
+    rows = conn.execute(f"SELECT sum(requests) FROM {level.name} WHERE {where}", params).fetchall()
+    count = int(rows[0][0] or 0)
+    if count <= max_rows:
+        return Plan(None, "exact")
+    return Plan(level, "sketch")
+
+
+def candidate_level(*, window: Window, needed: set[str], bucket: str | None) -> Level | None:
+    """The rollup with the coarsest usable grain and the fewest keys, if any."""
+    usable = [lv for lv in LEVELS if needed <= set(lv.dims) and _grain_fits(lv.grain, window, bucket)]
+    usable.sort(key=lambda lv: (lv.grain != "hour", len(lv.dims)))
+    return usable[0] if usable else None
+
+
+def _grain_fits(grain: str, window: Window, bucket: str | None) -> bool:
+    seconds = 3600 if grain == "hour" else 60
+    if bucket is not None and BUCKETS[bucket] % seconds:
+        return False
+    return all(int((t - _EPOCH).total_seconds() * 1e6) % (seconds * 10**6) == 0
+               for t in (window.start, window.end))
+
+
+# -- SQL ---------------------------------------------------------------------------------------
+def where_sql(time_col: str, *, window: Window, filters: dict[str, str]) -> tuple[str, list[object]]:
+    """Window (with date-partition pruning) and equality filters; values are parameters."""
+    last_day = (window.end - timedelta(microseconds=1)).date()
+    clauses = [
+        f"{time_col} >= {_ts(window.start)}", f"{time_col} < {_ts(window.end)}",
+        f"date >= DATE '{window.start.date().isoformat()}'", f"date <= DATE '{last_day.isoformat()}'",
+    ]
+    params: list[object] = []
+    for col, value in filters.items():
+        clauses.append(f"{col} = ?")
+        params.append(value)
+    return " AND ".join(clauses), params
+
+
+def bucket_sql(bucket: str, column: str) -> str:
+    """SQL expression: the start of the time bucket holding ``column``."""
+    if bucket == "5m":
+        return f"time_bucket(INTERVAL '5 minutes', {column})"
+    return f"date_trunc('{bucket}', {column})"
+
+
+def raw_sql(*, window: Window, keys: list[str], filters: dict[str, str], bucket: str | None) -> tuple[str, list[object]]:
+    """Exact RED metrics from raw ``requests`` rows."""
+    exprs = ["1 AS _g"] + [f"{STATUS_CLASS_SQL if k == 'status_class' else k} AS {k}" for k in keys]
+    if bucket:
+        exprs.append(f"{bucket_sql(bucket, 'ts')} AS bucket_start")
+    where, params = where_sql("ts", window=window, filters=filters)
+    qs = ", ".join(str(q) for _, q in QUANTILES)
+    picks = ", ".join(f"_q[{i + 1}] AS {name}" for i, (name, _) in enumerate(QUANTILES))
+    sql = f"""
+    SELECT * EXCLUDE (_q), {picks} FROM (
+        SELECT {', '.join(exprs)},
+               count(*) AS requests,
+               count(*) FILTER (WHERE status BETWEEN 500 AND 599) AS errors_5xx,
+               count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS client_errors_4xx,
+               coalesce(sum(bytes_in), 0)::BIGINT AS bytes_in,
+               coalesce(sum(bytes_out), 0)::BIGINT AS bytes_out,
+               quantile_disc(duration_ms, [{qs}]) AS _q,
+               max(duration_ms) AS max_ms, avg(duration_ms) AS mean_ms,
+               count(duration_ms) AS n
+        FROM requests WHERE {where}
+        GROUP BY ALL
+    )"""
+    return sql, params
+
+
+def rollup_sql(level: Level, *, window: Window, keys: list[str], filters: dict[str, str], bucket: str | None) -> tuple[str, list[object]]:
+    """RED metrics from a rollup: counts summed, sketches merged by bucket key."""
+    group = ["_g", *keys] + (["bucket_start"] if bucket else [])
+    exprs = ["1 AS _g", *keys] + ([f"{bucket_sql(bucket, level.grain)} AS bucket_start"] if bucket else [])
+    where, params = where_sql(level.grain, window=window, filters=filters)
+    cols = ", ".join(group)
+    ranks = ", ".join(
+        f"min(k) FILTER (WHERE cum >= {sketch.rank_sql(q, 'tot')}) AS k_{name}" for name, q in QUANTILES
+    )
+    values = ", ".join(f"{sketch.value_sql('q.k_' + name)} AS {name}" for name, _ in QUANTILES)
+    join = " AND ".join(f"a.{c} IS NOT DISTINCT FROM q.{c}" for c in group)
+    sql = f"""
+    WITH src AS (
+        SELECT {', '.join(exprs)}, requests, errors_5xx, client_errors_4xx, bytes_in, bytes_out,
+               duration_count, duration_sum_ms, duration_max_ms, lat_keys, lat_counts
+        FROM {level.name} WHERE {where}
+    ),
+    agg AS (
+        SELECT {cols}, sum(requests)::BIGINT AS requests, sum(errors_5xx)::BIGINT AS errors_5xx,
+               sum(client_errors_4xx)::BIGINT AS client_errors_4xx,
+               sum(bytes_in)::BIGINT AS bytes_in, sum(bytes_out)::BIGINT AS bytes_out,
+               max(duration_max_ms) AS max_ms,
+               sum(duration_sum_ms) / nullif(sum(duration_count), 0) AS mean_ms,
+               sum(duration_count)::BIGINT AS n
+        FROM src GROUP BY ALL
+    ),
+    b AS (
+        SELECT {cols}, k, sum(c) AS c
+        FROM (SELECT {cols}, unnest(lat_keys) AS k, unnest(lat_counts) AS c FROM src)
+        GROUP BY ALL
+    ),
+    cum AS (
+        SELECT {cols}, k,
+               sum(c) OVER (PARTITION BY {cols} ORDER BY k ROWS UNBOUNDED PRECEDING) AS cum,
+               sum(c) OVER (PARTITION BY {cols}) AS tot
+        FROM b
+    ),
+    q AS (SELECT {cols}, {ranks} FROM cum GROUP BY ALL)
+    SELECT a.*, {values}
+    FROM agg a LEFT JOIN q ON {join}
+    """
+    return sql, params
+
+
+def _ts(moment: datetime) -> str:
+    return f"TIMESTAMPTZ '{moment.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
+
+
+# -- shaping -----------------------------------------------------------------------------------
+def finish(
+    frame: pl.DataFrame,
+    *,
+    keys: list[str],
+    bucket: str | None,
+    window: Window,
+    source: str,
+    min_samples: int,
+) -> pl.DataFrame:
+    """Add rates, ratios, the percentile source and the low-sample flag; fix column order."""
+    lead = [*keys] + (["bucket_start"] if bucket else [])
+    if frame.is_empty():
+        return empty_frame(keys=keys, bucket=bucket)
+    frame = frame.filter(pl.col("requests") > 0)
+    seconds = _seconds_expr(bucket, window)
+    frame = frame.with_columns(
+        (pl.col("requests") / seconds).alias("rps"),
+        (pl.col("errors_5xx") / pl.col("requests")).alias("error_ratio"),
+        (pl.col("client_errors_4xx") / pl.col("requests")).alias("client_error_ratio"),
+        pl.lit(source).alias("percentile_source"),
+        (pl.col("n") < min_samples).alias("low_sample"),
+        *[pl.col(c).cast(pl.Float64) for c in ("p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms")],
+        *[pl.col(c).cast(pl.Int64) for c in ("requests", "errors_5xx", "client_errors_4xx", "n", "bytes_in", "bytes_out")],
+    )
+    return frame.select(*lead, *METRICS).sort(lead or ["requests"], nulls_last=True)
+
+
+def _seconds_expr(bucket: str | None, window: Window) -> pl.Expr:
+    if bucket is None:
+        return pl.lit(window.seconds)
+    start = pl.max_horizontal(pl.col("bucket_start"), pl.lit(window.start))
+    end = pl.min_horizontal(pl.col("bucket_start") + pl.duration(seconds=BUCKETS[bucket]), pl.lit(window.end))
+    return (end - start).dt.total_microseconds() / 1e6
+
+
+def empty_frame(*, keys: list[str], bucket: str | None) -> pl.DataFrame:
+    """The zero-row result with the right columns and types."""
+    types: dict[str, pl.DataType] = {k: pl.String() for k in keys}
+    if bucket:
+        types["bucket_start"] = pl.Datetime("us", "UTC")
+    for col in METRICS:
+        types[col] = (pl.Int64() if col in ("requests", "errors_5xx", "client_errors_4xx", "n", "bytes_in", "bytes_out")
+                      else pl.String() if col == "percentile_source"
+                      else pl.Boolean() if col == "low_sample" else pl.Float64())
+    return pl.DataFrame(schema=types)
+

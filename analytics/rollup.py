@@ -1,0 +1,201 @@
+"""Per-minute and per-hour rollups of ``requests`` with latency sketches, built by DuckDB.
+
+Four rollups (schemas in meshlens.schema.ROLLUPS), one Parquet file per UTC date each::
+
+    rollups/requests_1m/date=D/part.parquet   (minute, caller, service, version, route, method, env, status_class)
+    rollups/requests_1h/date=D/part.parquet   the same key per hour
+    rollups/edges_1m/date=D/part.parquet      (minute, caller, service, version, env)
+    rollups/edges_1h/date=D/part.parquet      the same key per hour
+
+Each row holds counts (requests, 5xx errors, 4xx client errors), bytes, duration sum/max/count
+and the latency sketch of analytics.sketch as two aligned lists (``lat_keys``, ``lat_counts``).
+analytics.red picks the smallest rollup that answers a question: the narrow ``edges_1h`` turns
+"p95 per service over a day" into a scan of a few million bucket counts instead of every request.
+
+A date is recomputed as a whole from its raw partition in one DuckDB pass: requests are first
+grouped by (minute, full key, bucket) into a temporary table, and every rollup is aggregated from
+that. Files are sorted by (service, time) with small row groups, so that a one-service query skips
+most of a file. Each file is written under a dot-prefixed name and renamed into place: readers
+see the old file or the new one, never half of one. ``update`` redoes only the dates it is
+given (``meshlens ingest`` passes the dates it touched); ``rebuild`` redoes every date.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from analytics import sketch
+from meshlens import catalog, schema
+from meshlens.lake import Lake
+
+catalog.ROLLUP_SCHEMAS.update(schema.ROLLUPS)
+
+ROW_GROUP_SIZE = 65_536
+FILE_NAME = "part.parquet"
+
+STATUS_CLASS_SQL = (
+    "CASE WHEN status IS NULL OR status < 100 OR status > 599 THEN 'none' "
+    "ELSE CAST(status // 100 AS VARCHAR) || 'xx' END"
+)
+"""SQL expression: the status class of a raw row (also used by analytics.red on raw rows)."""
+
+
+@dataclass(frozen=True)
+class Level:
+    """One rollup: its table name, time grain and key."""
+
+    name: str
+    grain: str  # "minute" or "hour"
+    dims: tuple[str, ...]
+
+
+LEVELS = (
+    Level("requests_1m", "minute", schema.ROLLUP_DIMS),
+    Level("requests_1h", "hour", schema.ROLLUP_DIMS),
+    Level("edges_1m", "minute", schema.EDGE_ROLLUP_DIMS),
+    Level("edges_1h", "hour", schema.EDGE_ROLLUP_DIMS),
+)
+
+
+def update(lake: Lake, *, dates: Iterable[str]) -> list[str]:
+    """Recompute the rollups of these dates (YYYY-MM-DD) only; returns the dates done."""
+    done = []
+    for date in sorted({str(d) for d in dates}):
+        _rebuild_date(lake, date)
+        done.append(date)
+    return done
+
+
+def rebuild(lake: Lake) -> list[str]:
+    """Recompute every date's rollups and drop those of dates without raw requests."""
+    raw = raw_dates(lake)
+    for level in LEVELS:
+        for date in _dates_under(lake.table_dir(f"rollups/{level.name}")) - set(raw):
+            _remove(lake, level, date)
+    return update(lake, dates=raw)
+
+
+def raw_dates(lake: Lake) -> list[str]:
+    """Dates that have published raw request files."""
+    return sorted(_dates_under(lake.table_dir("requests")))
+
+
+def rollup_file(lake: Lake, name: str, date: str) -> Path:
+    """Where a rollup's file for a date lives."""
+    return lake.table_dir(f"rollups/{name}") / f"date={date}" / FILE_NAME
+
+
+def _dates_under(folder: Path) -> set[str]:
+    if not folder.is_dir():
+        return set()
+    return {
+        p.name.removeprefix("date=")
+        for p in folder.glob("date=*")
+        if any(not f.name.startswith(".") for f in p.glob("*.parquet"))
+    }
+
+
+def _raw_files(lake: Lake, date: str) -> list[str]:
+    folder = lake.table_dir("requests") / f"date={date}"
+    if not folder.is_dir():
+        return []
+    return sorted(str(p) for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
+def _rebuild_date(lake: Lake, date: str) -> None:
+    files = _raw_files(lake, date)
+    if not files:
+        for level in LEVELS:
+            _remove(lake, level, date)
+        return
+    conn = duckdb.connect(":memory:")
+    try:
+        conn.execute("SET TimeZone = 'UTC'")
+        conn.execute("SET preserve_insertion_order = false")
+        conn.execute(_fine_sql(files))
+        for level in LEVELS:
+            _write_level(conn, lake, level, date)
+    finally:
+        conn.close()
+
+
+def _fine_sql(files: list[str]) -> str:
+    """Raw rows grouped by (minute, full key, sketch bucket): what every level aggregates.
+
+    The minute is kept as an integer (minutes since the epoch) here: grouping on it is several
+    times faster than on a truncated TIMESTAMPTZ, which goes through the time zone library.
+    """
+    dims = ", ".join(d for d in schema.ROLLUP_DIMS if d != "status_class")
+    listing = ", ".join(_quote(f) for f in files)
+    return f"""
+    CREATE TEMP TABLE fine AS
+    SELECT epoch_us(ts) // 60000000 AS minute, {dims}, {STATUS_CLASS_SQL} AS status_class,
+           {sketch.key_sql('duration_ms')} AS k,
+           count(*) AS n,
+           count(*) FILTER (WHERE status BETWEEN 500 AND 599) AS e5,
+           count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS e4,
+           coalesce(sum(bytes_in), 0)::BIGINT AS b_in,
+           coalesce(sum(bytes_out), 0)::BIGINT AS b_out,
+           count(duration_ms) AS dc,
+           sum(duration_ms) AS ds,
+           max(duration_ms) AS dm
+    FROM read_parquet([{listing}], union_by_name = true)
+    WHERE ts IS NOT NULL
+    GROUP BY ALL
+    """
+
+
+def _level_sql(level: Level) -> str:
+    """The SELECT of one rollup from the ``fine`` table."""
+    seconds = 60 if level.grain == "minute" else 3600
+    time_expr = "minute" if level.grain == "minute" else "minute // 60"
+    dims = ", ".join(level.dims)
+    return f"""
+    SELECT to_timestamp(t * {seconds}) AS {level.grain}, {dims},
+           sum(n)::BIGINT AS requests, sum(e5)::BIGINT AS errors_5xx,
+           sum(e4)::BIGINT AS client_errors_4xx,
+           sum(b_in)::BIGINT AS bytes_in, sum(b_out)::BIGINT AS bytes_out,
+           sum(dc)::BIGINT AS duration_count, sum(ds) AS duration_sum_ms, max(dm) AS duration_max_ms,
+           coalesce(list(k ORDER BY k) FILTER (WHERE k IS NOT NULL), []::SMALLINT[]) AS lat_keys,
+           coalesce(list(dc ORDER BY k) FILTER (WHERE k IS NOT NULL), []::BIGINT[]) AS lat_counts
+    FROM (
+        SELECT {time_expr} AS t, {dims}, k,
+               sum(n) AS n, sum(e5) AS e5, sum(e4) AS e4, sum(b_in) AS b_in, sum(b_out) AS b_out,
+               sum(dc)::BIGINT AS dc, sum(ds) AS ds, max(dm) AS dm
+        FROM fine GROUP BY ALL
+    )
+    GROUP BY ALL
+    ORDER BY service, {level.grain}, {dims}
+    """
+
+
+def _write_level(conn: duckdb.DuckDBPyConnection, lake: Lake, level: Level, date: str) -> None:
+    final = rollup_file(lake, level.name, date)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
+    conn.execute(
+        f"COPY ({_level_sql(level)}) TO {_quote(str(tmp))} "
+        f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
+    )
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+    for stale in final.parent.glob("*.parquet"):
+        if stale.name != final.name and not stale.name.startswith("."):
+            stale.unlink(missing_ok=True)
+
+
+def _remove(lake: Lake, level: Level, date: str) -> None:
+    folder = rollup_file(lake, level.name, date).parent
+    for path in folder.glob("*.parquet") if folder.is_dir() else ():
+        path.unlink(missing_ok=True)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,224 @@
+"""Numenta Anomaly Benchmark: NAB's scoring, implemented here, run on our detector.
+
+Scoring (as in NAB's ``nab/sweeper.py``): every labelled anomaly has a window; a detection
+inside a window earns ``tpWeight * S(pos) / S(-1)`` where S is NAB's scaled sigmoid
+``2 * sigmoid(-5 * pos) - 1`` and pos runs from -1 (left edge) to 0 (right edge); only the
+best (earliest) detection of a window counts; a window with no detection costs ``fnWeight``;
+a detection outside every window costs ``fpWeight * S(distance past the previous window's
+right edge, in window widths)`` (a full -fpWeight when no window precedes it). The first 15%
+of each file (at most 750 points) is probationary and not scored. A set of files is normalised
+as 100 * (raw - null) / (perfect - null), where the null detector detects nothing
+(-fnWeight per window) and the perfect one hits every window at its left edge (+tpWeight each).
+
+No look-ahead: the detector is ``analytics.anomalies`` (the same causal isolation forest,
+context features and refit schedule as ``detect_series``); its only free parameters (the alert
+threshold on the calibrated forest rank and the robust-deviation gate) are chosen by NAB's
+threshold optimisation run on the tuning folders only (realKnownCause, realTraffic,
+artificial*), and then applied unchanged to realAWSCloudwatch, which is reported as evaluation.
+Baseline: a plain isolation forest on (value, rolling z-score), causal with the same refit
+schedule, every point over the threshold an alert, tuned the same way.
+
+Run: ``.venv/bin/python -m bench.nab`` (writes bench/results/nab.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from analytics import anomalies
+from analytics.series import read_series
+
+ROOT = Path(__file__).resolve().parents[1]
+NAB_DIR = ROOT.parent / "shared" / "nab"
+TUNING = ("realKnownCause", "realTraffic", "artificialWithAnomaly", "artificialNoAnomaly")
+EVALUATION = ("realAWSCloudwatch",)
+PROBATION_PERCENT = 0.15
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Per-point NAB weights of one file: sweep score, window id (-1 none), scorable mask."""
+
+    name: str
+    sweep: np.ndarray
+    window: np.ndarray
+    scorable: np.ndarray
+    windows: int
+
+
+def scaled_sigmoid(position: float) -> float:
+    """NAB's scaled sigmoid of a relative position in (or past) a window."""
+    if position >= 3.0:
+        return -1.0
+    return 2.0 / (1.0 + math.exp(5.0 * position)) - 1.0
+
+
+def prepare(name: str, timestamps: list[str], windows: list[list[str]], cost: dict[str, float]) -> Prepared:
+    """NAB's per-point scores for one file (``Sweeper.calcSweepScore``)."""
+    index = {t: i for i, t in enumerate(timestamps)}
+    n = len(timestamps)
+    sweep, window_of = np.zeros(n), np.full(n, -1)
+    max_tp = scaled_sigmoid(-1.0)
+    spans = [(index[_key(a)], index[_key(b)]) for a, b in windows]
+    for w, (left, right) in enumerate(spans):
+        width = right - left + 1
+        for i in range(left, right + 1):
+            sweep[i] = scaled_sigmoid(-(right - i + 1) / width) * cost["tpWeight"] / max_tp
+            window_of[i] = w
+    prev_right, prev_width = None, None
+    span_iter = iter(spans + [(n + 1, n + 1)])
+    left, right = next(span_iter)
+    for i in range(n):
+        if i > right:
+            prev_right, prev_width = right, right - left + 1
+            left, right = next(span_iter)
+        if window_of[i] >= 0:
+            continue
+        pos = 3.0 if prev_right is None else abs(prev_right - i) / float(prev_width - 1)
+        sweep[i] = scaled_sigmoid(pos) * cost["fpWeight"]
+    probation = min(math.floor(PROBATION_PERCENT * n), PROBATION_PERCENT * 5000)
+    scorable = np.arange(n) >= probation
+    live = {int(w) for w in window_of[scorable] if w >= 0}
+    return Prepared(name, sweep, window_of, scorable, len(live))
+
+
+def _key(stamp: str) -> str:
+    return stamp.split(".")[0]
+
+
+def raw_score(prep: Prepared, alerts: np.ndarray, cost: dict[str, float]) -> float:
+    """NAB raw score of boolean alerts on one file."""
+    active = alerts & prep.scorable
+    fp = float(prep.sweep[active & (prep.window < 0)].sum())
+    total = fp
+    for w in {int(x) for x in prep.window[prep.scorable] if x >= 0}:
+        hits = active & (prep.window == w)
+        total += float(prep.sweep[hits].max()) if hits.any() else -cost["fnWeight"]
+    return total
+
+
+def normalized(raw: float, preps: list[Prepared], cost: dict[str, float]) -> float:
+    """100 * (raw - null) / (perfect - null) over a set of files."""
+    windows = sum(p.windows for p in preps)
+    null, perfect = -cost["fnWeight"] * windows, cost["tpWeight"] * windows
+    return 100.0 * (raw - null) / (perfect - null)
+
+
+def load_corpus(folders: tuple[str, ...]) -> list[tuple[str, pl.DataFrame, list[list[str]]]]:
+    """(relative name, series frame, windows) of every file in ``folders``."""
+    labels = json.loads((NAB_DIR / "labels" / "combined_windows.json").read_text())
+    out = []
+    for folder in folders:
+        for path in sorted((NAB_DIR / "data" / folder).glob("*.csv")):
+            name = f"{folder}/{path.name}"
+            out.append((name, read_series(path), labels.get(name, [])))
+    return out
+
+
+def _timestamps(frame: pl.DataFrame) -> list[str]:
+    return frame.get_column("timestamp").dt.strftime("%Y-%m-%d %H:%M:%S").to_list()
+
+
+def ours(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
+    """The product detector's per-point score (analytics.anomalies.series_scores)."""
+    return anomalies.series_scores(frame.select("timestamp", "value"), config).get_column("score").to_numpy()
+
+
+def plain_forest(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
+    """Baseline: causal isolation forest on (value, rolling z-score), no context features."""
+    value = pl.col("value")
+    mean = value.shift(1).rolling_mean(window_size=config.recent_points, min_samples=3)
+    std = value.shift(1).rolling_std(window_size=config.recent_points, min_samples=3)
+    feats = frame.with_columns(((value - mean) / (std + 1e-9)).fill_null(0.0).alias("z"))
+    matrix = np.clip(np.nan_to_num(feats.select("value", "z").to_numpy()), -1e9, 1e9)
+    n = len(matrix)
+    warm = max(config.min_warmup, int(config.warmup_fraction * n))
+    rank = anomalies.causal_forest_scores(matrix, np.arange(n), first_fit=warm, refit_every=config.refit_every,
+                                          train_rows=config.max_train, n_estimators=config.n_estimators,
+                                          seed=config.seed)
+    return np.nan_to_num(rank, nan=0.0)
+
+
+def _run_one(args: tuple) -> tuple[str, np.ndarray, np.ndarray]:
+    name, frame, config = args
+    return name, ours(frame, config), plain_forest(frame, config)
+
+
+def score_all(corpus, config, *, workers: int = 2) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Run both detectors on every file (in parallel processes)."""
+    jobs = [(name, frame, config) for name, frame, _ in corpus]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return {name: (a, b) for name, a, b in pool.map(_run_one, jobs)}
+
+
+def evaluate(preps, scores, *, threshold: float, refractory: float | None, cost) -> float:
+    """Normalised NAB score of a set of files at one threshold (refractory None: every point alerts)."""
+    raw = 0.0
+    for prep in preps:
+        score = scores[prep.name]
+        if refractory is None:
+            alerts = score >= threshold
+        else:
+            alerts = anomalies.alerts_from_scores(score, threshold=threshold,
+                                                  refractory=max(1, int(refractory * len(score))))
+        raw += raw_score(prep, alerts, cost)
+    return normalized(raw, preps, cost)
+
+
+def tune(preps, scores, *, refractories, cost) -> tuple[float, float | None, float]:
+    """NAB threshold optimisation (grid) on the tuning files: (threshold, refractory, score)."""
+    best = (1.0, None, -1e9)
+    grid = np.unique(np.concatenate([np.linspace(0.5, 0.99, 50), 1 - np.logspace(-4, -2, 21), [1.0]]))
+    for refractory in refractories:
+        for threshold in grid:
+            value = evaluate(preps, scores, threshold=float(threshold), refractory=refractory, cost=cost)
+            if value > best[2]:
+                best = (float(threshold), refractory, value)
+    return best
+
+
+def main() -> str:
+    """Run the benchmark and write bench/results/nab.md."""
+    cost = json.loads((NAB_DIR / "profiles.json").read_text())["standard"]["CostMatrix"]
+    config = anomalies.SeriesConfig()
+    started = time.time()
+    corpus = load_corpus(TUNING + EVALUATION)
+    results = score_all(corpus, config)
+    preps = {name: prepare(name, _timestamps(frame), wins, cost) for name, frame, wins in corpus}
+    tuning = [preps[n] for n, *_ in corpus if n.split("/")[0] in TUNING]
+    evaluation = [preps[n] for n, *_ in corpus if n.split("/")[0] in EVALUATION]
+    rows = []
+    for label, which, refractories in (("meshlens (causal IF + context features)", 0, (config.refractory_fraction,)),
+                                       ("plain isolation forest on value + rolling z", 1, (None,))):
+        scores = {n: r[which] for n, r in results.items()}
+        thr, refr, tuned = tune(tuning, scores, refractories=refractories, cost=cost)
+        held = evaluate(evaluation, scores, threshold=thr, refractory=refr, cost=cost)
+        rows.append((label, thr, tuned, held))
+    table = _markdown(rows, time.time() - started, len(tuning), len(evaluation))
+    out = ROOT / "bench" / "results" / "nab.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table, encoding="utf-8")
+    print(table)
+    return table
+
+
+def _markdown(rows, seconds: float, n_tuning: int, n_eval: int) -> str:
+    lines = ["## NAB (standard profile, normalised score, no look-ahead)", "",
+             f"Tuned on {n_tuning} files (realKnownCause, realTraffic, artificial*); "
+             f"evaluated on realAWSCloudwatch ({n_eval} files). {seconds:.0f} s.", "",
+             "| detector | alert threshold (tuned) | tuning folders | realAWSCloudwatch (evaluation) |",
+             "|---|---|---|---|"]
+    lines += [f"| {label} | {thr:.4f} | {tuned:.1f} | {held:.1f} |" for label, thr, tuned, held in rows]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Overview: network RED, the worst services and edges, open incidents and live canaries."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, data, widgets
+from dashboard.state import Ctx
+
+RED_TABLE = ("requests", "rps", "errors_5xx", "error_ratio", "client_errors_4xx", "p50_ms", "p99_ms")
+
+
+def render(ctx: Ctx) -> None:
+    """Draw the page."""
+    st.header("Overview")
+    total = data.red(ctx.data, ctx.start, ctx.end, env=ctx.env)
+    widgets.red_metrics(widgets.first_row(total))
+    series = data.red(ctx.data, ctx.start, ctx.end, env=ctx.env, bucket=bucket_for(ctx))
+    if series.height:
+        left, right = st.columns(2)
+        left.plotly_chart(charts.timeseries(series, y="requests", title="Requests"), key="ov_req")
+        right.plotly_chart(charts.timeseries(series, y="error_ratio", title="5xx ratio",
+                                             y_format=".1%"), key="ov_err")
+    _worst(ctx)
+    _incidents_and_canaries(ctx)
+
+
+def bucket_for(ctx: Ctx) -> str:
+    """Chart resolution for the window: minutes up to 2 h, hours up to 2 days, then days."""
+    hours = ctx.window.seconds / 3600
+    return "minute" if hours <= 2 else "5m" if hours <= 12 else "hour" if hours <= 48 else "day"
+
+
+def _worst(ctx: Ctx) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Top failing services")
+        services = data.red(ctx.data, ctx.start, ctx.end, by=("service",), env=ctx.env)
+        widgets.table(widgets.top(services, "errors_5xx"), columns=("service", *RED_TABLE),
+                      key="ov_services")
+    with right:
+        st.subheader("Top failing edges")
+        edges = data.red(ctx.data, ctx.start, ctx.end, by=("caller", "service"), env=ctx.env)
+        widgets.table(widgets.top(edges, "errors_5xx"), columns=("caller", "service", *RED_TABLE),
+                      key="ov_edges")
+
+
+def _incidents_and_canaries(ctx: Ctx) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Incidents")
+        with widgets.optional("Anomaly detection"):
+            frame = data.incidents(ctx.data, ctx.start, ctx.end, env=ctx.env)
+            widgets.table(frame, columns=data.INCIDENT_COLUMNS, key="ov_incidents",
+                          empty="No incident in this window.")
+    with right:
+        st.subheader("Canaries")
+        with widgets.optional("Canary judge"):
+            frame = data.canaries(ctx.data, ctx.start, ctx.end, env=ctx.env)
+            widgets.table(frame, columns=data.CANARY_COLUMNS, key="ov_canaries",
+                          empty="No service has two versions taking traffic.")

@@ -1,0 +1,458 @@
+"""The live OTLP/HTTP trace receiver behind ``meshlens serve``.
+
+``POST /v1/traces`` with ``application/x-protobuf`` or ``application/json`` (optionally
+``Content-Encoding: gzip``) answers as the OTLP specification says::
+
+    200  ExportTraceServiceResponse (partial_success.rejected_spans counts unreadable spans)
+    400  body undecodable (bad gzip, not protobuf/JSON, not a trace request)
+    401  a bearer token is configured and the request does not carry it
+    404  any other path;  405 any other method on /v1/traces
+    413  body above ``receiver_max_body_bytes``, before or after decompression
+    415  any other content type or content encoding
+    503  more than ``receiver_max_pending_bytes`` accepted but not yet published (Retry-After)
+
+Nothing acknowledged is lost: a body is appended to the fsync'd spool (``ingest.spool``)
+before the 200 goes out. Decoded spans wait in memory (as Arrow tables) until the current
+segment holds ``receiver_flush_spans`` spans or is ``receiver_flush_seconds`` old; then one
+publisher thread seals the segment, writes its spans to the lake under the segment's name,
+records it in the manifest and deletes it. On start, segments left by a crash are replayed
+from disk the same way (idempotently: the manifest says which were published). ``close``
+publishes what is pending (SIGTERM does this through the CLI).
+
+``Receiver`` is the transport-free core (``accept`` bodies, ``flush``, ``replay``);
+``make_server`` wraps it in a threaded stdlib HTTP server.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ingest import otlp, spool
+from ingest.otlp_common import SpanColumns
+from meshlens import schema
+from meshlens.lake import Lake, ManifestEntry, now_utc
+
+SOURCE_FORMAT = "otlp_http"
+TRACES_PATH = "/v1/traces"
+_KINDS = {"application/x-protobuf": spool.KIND_PROTOBUF, "application/protobuf": spool.KIND_PROTOBUF,
+          "application/json": spool.KIND_JSON}
+_CONTENT_TYPES = {spool.KIND_PROTOBUF: "application/x-protobuf", spool.KIND_JSON: "application/json"}
+
+
+@dataclass(frozen=True)
+class ReceiverConfig:
+    """Limits and triggers (defaults from meshlens.settings)."""
+
+    max_body_bytes: int = 64 * 1024 * 1024
+    flush_spans: int = 50_000
+    flush_seconds: float = 5.0
+    max_pending_bytes: int = 256 * 1024 * 1024
+    token: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "ReceiverConfig":
+        """The receiver_* settings."""
+        return cls(
+            max_body_bytes=int(settings["receiver_max_body_bytes"]),
+            flush_spans=int(settings["receiver_flush_spans"]),
+            flush_seconds=float(settings["receiver_flush_seconds"]),
+            max_pending_bytes=int(settings["receiver_max_pending_bytes"]),
+            token=str(settings["receiver_token"] or ""),
+        )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The answer to one request: HTTP status, rejected spans, message."""
+
+    status: int
+    rejected: int = 0
+    message: str = ""
+    retry_after: int = 0
+
+
+PublishHook = Callable[[set[str]], None]
+
+
+class Receiver:
+    """Accepts request bodies durably and publishes them to the lake in batches."""
+
+    def __init__(self, lake: Lake, *, config: ReceiverConfig, on_publish: PublishHook | None = None) -> None:
+        self.lake, self.config, self.on_publish = lake, config, on_publish
+        self.spool = spool.Spool(lake.root / "_spool" / "traces")
+        self._lock = threading.Lock()
+        self._publish_lock = threading.Lock()
+        self._pending: dict[str, list[tuple[pa.Table, list[tuple[int, str, str]]]]] = {}
+        self._pending_spans = 0
+        self._unpublished_bytes = 0
+        self._segment_bytes: dict[str, int] = {}
+        self._inflight_bytes = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.published_spans = 0
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the publisher thread (call ``replay`` first to publish an earlier run's spool)."""
+        self._thread = threading.Thread(target=self._run, name="otlp-publisher", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the publisher and publish everything pending."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.flush()
+
+    # -- back-pressure ----------------------------------------------------------------------
+    def reserve(self, nbytes: int) -> bool:
+        """Admit a body of ``nbytes``; False when the pending bytes would pass the limit."""
+        with self._lock:
+            busy = self._inflight_bytes + self._unpublished_bytes
+            if busy and busy + nbytes > self.config.max_pending_bytes:
+                self._wake.set()
+                return False
+            self._inflight_bytes += nbytes
+            return True
+
+    def release(self, nbytes: int) -> None:
+        """Give back a reservation once the request is done (accepted or not)."""
+        with self._lock:
+            self._inflight_bytes -= nbytes
+
+    # -- accepting --------------------------------------------------------------------------
+    def accept(self, body: bytes, *, kind: bytes) -> Outcome:
+        """Decode, spool (fsync) and queue one request body; the Outcome is the response."""
+        columns = otlp_decode(body, kind=kind)
+        fatal = _fatal(columns)
+        if fatal:
+            return Outcome(400, message=fatal)
+        table = columns.to_table(source_format=SOURCE_FORMAT, source_file="")
+        with self._lock:
+            segment, seq = self.spool.write(kind, body)
+            self._pending.setdefault(segment.name, []).append((table, columns.rejects))
+            self._pending_spans += table.num_rows
+            self._unpublished_bytes += len(body)
+            self._segment_bytes[segment.name] = self._segment_bytes.get(segment.name, 0) + len(body)
+            due = self._pending_spans >= self.config.flush_spans
+        self.spool.sync(seq)
+        if due:
+            self._wake.set()
+        return Outcome(200, rejected=len(columns.rejects), message=_summary(columns.rejects))
+
+    # -- publishing -------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Seal the current segment and publish it now; returns the spans published."""
+        with self._publish_lock:
+            with self._lock:
+                segment = self.spool.rotate()
+                batch = self._pending.pop(segment.name, []) if segment else []
+                self._pending_spans -= sum(t.num_rows for t, _ in batch)
+            if segment is None:
+                return 0
+            return self._publish(segment.path, batch)
+
+    def replay(self) -> int:
+        """Publish every segment left on disk by an earlier run; returns the spans published."""
+        stored = 0
+        for path in self.spool.existing():
+            if self.lake.manifest_entry(_manifest_key(path.stem)) is not None:
+                spool.discard(path)  # published before the crash, not yet deleted
+                continue
+            self.lake.remove_stem("spans", path.stem)
+            batch = [_decode_record(kind, body) for kind, body in spool.read_segment(path)]
+            stored += self._publish(path, batch)
+        return stored
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=min(0.25, self.config.flush_seconds / 4))
+            self._wake.clear()
+            if self._due():
+                self.flush()
+
+    def _due(self) -> bool:
+        segment = self.spool.current()
+        if segment is None:
+            return False
+        old = time.monotonic() - segment.opened_at >= self.config.flush_seconds
+        return old or self._pending_spans >= self.config.flush_spans or self._over_half_pending()
+
+    def _over_half_pending(self) -> bool:
+        return self._unpublished_bytes * 2 >= self.config.max_pending_bytes
+
+    def _publish(self, path: Path, batch: list[tuple[pa.Table, list[tuple[int, str, str]]]]) -> int:
+        name = path.stem
+        source_file = f"{SOURCE_FORMAT}:{name}"
+        tables = [t for t, _ in batch if t.num_rows] or [schema.SPANS.empty_table()]
+        table = pa.concat_tables(tables)
+        table = table.set_column(
+            table.schema.get_field_index("source_file"), "source_file",
+            pa.array([source_file] * table.num_rows, pa.string()),
+        )
+        rejects = [r for _, rs in batch for r in rs]
+        dates = otlp.publish_spans(self.lake, table, rejects, stem=name, source_file=source_file,
+                                   source_format=SOURCE_FORMAT)
+        self.lake.add_manifest(ManifestEntry(
+            path=source_file, size=path.stat().st_size if path.exists() else 0,
+            content_hash=_manifest_key(name), source_format=SOURCE_FORMAT, table_name="spans",
+            rows_read=table.num_rows + len(rejects), rows_stored=table.num_rows,
+            rows_rejected=len(rejects), ingested_at=now_utc().isoformat(),
+        ))
+        with self._lock:
+            self._unpublished_bytes -= self._segment_bytes.pop(name, 0)
+        spool.discard(path)
+        self.published_spans += table.num_rows
+        if dates and self.on_publish is not None:
+            self.on_publish(set(dates))
+        return table.num_rows
+
+
+def _manifest_key(segment_name: str) -> str:
+    return f"spool-{segment_name}"
+
+
+def otlp_decode(body: bytes, *, kind: bytes) -> SpanColumns:
+    """The spans of one request body of spool kind ``kind``."""
+    return otlp.decode_body(body, content_type=_CONTENT_TYPES[kind])
+
+
+def _decode_record(kind: bytes, body: bytes) -> tuple[pa.Table, list[tuple[int, str, str]]]:
+    columns = otlp_decode(body, kind=kind)
+    return columns.to_table(source_format=SOURCE_FORMAT, source_file=""), columns.rejects
+
+
+def _fatal(columns: SpanColumns) -> str:
+    """Why a body cannot be read at all ("" when it can, possibly with rejected spans)."""
+    if len(columns) or not columns.rejects:
+        return ""
+    request_level = [r for r in columns.rejects if not r[1].startswith("span:")]
+    return request_level[0][1] if request_level else ""
+
+
+def _summary(rejects: list[tuple[int, str, str]]) -> str:
+    if not rejects:
+        return ""
+    more = f" (and {len(rejects) - 1} more)" if len(rejects) > 1 else ""
+    return f"{len(rejects)} spans rejected: {rejects[0][1]}{more}"
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+class TooLarge(Exception):
+    """A body above the limit (413)."""
+
+
+class BadBody(Exception):
+    """A body that cannot be read (400)."""
+
+
+_GRPC_CODES = {400: 3, 401: 16, 404: 5, 405: 12, 411: 3, 413: 8, 415: 3, 503: 14}
+
+
+class OTLPServer(ThreadingHTTPServer):
+    """A threaded HTTP server that hands bodies of POST /v1/traces to a Receiver."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], receiver: Receiver) -> None:
+        super().__init__(address, _Handler)
+        self.receiver = receiver
+
+
+def make_server(receiver: Receiver, *, host: str, port: int) -> OTLPServer:
+    """Bind the receiver's HTTP server (port 0 picks a free port: see ``server_address``)."""
+    return OTLPServer((host, port), receiver)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: OTLPServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Quiet: one line per request would cost more than the request."""
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib name
+        """POST /v1/traces."""
+        kind = _KINDS.get(self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower())
+        outcome = self._post(kind)
+        self._respond(outcome, kind)
+
+    def do_GET(self) -> None:  # noqa: N802
+        """Anything but POST: 404 elsewhere, 405 on /v1/traces."""
+        self._respond(Outcome(405 if self._route() == TRACES_PATH else 404, message="use POST /v1/traces"), None)
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET  # noqa: N815
+
+    def _route(self) -> str:
+        return self.path.split("?", 1)[0]
+
+    def _post(self, kind: bytes | None) -> Outcome:
+        config = self.server.receiver.config
+        refusal = self._refusal(kind, config)
+        if refusal is not None:
+            self._drain(config.max_body_bytes)
+            return refusal
+        length = self._length()
+        if length is not None and length > config.max_body_bytes:
+            self.close_connection = True
+            return Outcome(413, message=f"body of {length} bytes is above the limit of {config.max_body_bytes}")
+        return self._receive(kind, length or 0, config)
+
+    def _refusal(self, kind: bytes | None, config: ReceiverConfig) -> Outcome | None:
+        if self._route() != TRACES_PATH:
+            return Outcome(404, message=f"no such path {self._route()}; OTLP traces go to {TRACES_PATH}")
+        if config.token and not _authorized(self.headers.get("Authorization", ""), config.token):
+            return Outcome(401, message="missing or wrong bearer token")
+        if kind is None:
+            return Outcome(415, message="Content-Type must be application/x-protobuf or application/json")
+        if self.headers.get("Content-Encoding", "identity").strip().lower() not in ("", "identity", "gzip"):
+            return Outcome(415, message="Content-Encoding must be gzip or none")
+        return None
+
+    def _receive(self, kind: bytes, length: int, config: ReceiverConfig) -> Outcome:
+        receiver = self.server.receiver
+        if not receiver.reserve(length):
+            self._drain(config.max_body_bytes)
+            return Outcome(503, message="too much data pending; retry later", retry_after=1)
+        reserved = length
+        try:
+            body = self._body(length, config.max_body_bytes)
+            if self.headers.get("Content-Encoding", "").strip().lower() == "gzip":
+                body = _gunzip(body, limit=config.max_body_bytes)
+            if len(body) > reserved and not receiver.reserve(len(body) - reserved):
+                return Outcome(503, message="too much data pending; retry later", retry_after=1)
+            reserved = max(reserved, len(body))
+            return receiver.accept(body, kind=kind)
+        except TooLarge as exc:
+            self.close_connection = True
+            return Outcome(413, message=str(exc))
+        except BadBody as exc:
+            return Outcome(400, message=str(exc))
+        finally:
+            receiver.release(reserved)
+
+    def _length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        if value is None:
+            return None
+        try:
+            return max(0, int(value))
+        except ValueError:
+            return 0
+
+    def _body(self, length: int, limit: int) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return _read_chunked(self.rfile, limit=limit)
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            raise BadBody(f"body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _drain(self, limit: int) -> None:
+        """Read an unwanted body so the connection stays usable (close it when too big)."""
+        length = self._length()
+        if length is None and "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
+            return
+        if length is None or length > limit:
+            self.close_connection = True
+            return
+        self.rfile.read(length)
+
+    def _respond(self, outcome: Outcome, kind: bytes | None) -> None:
+        payload, content_type = _response_body(outcome, kind)
+        self.send_response(outcome.status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        if outcome.retry_after:
+            self.send_header("Retry-After", str(outcome.retry_after))
+        if outcome.status == 401:
+            self.send_header("WWW-Authenticate", 'Bearer realm="meshlens"')
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def _authorized(header: str, token: str) -> bool:
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def _read_chunked(rfile: Any, *, limit: int) -> bytes:
+    out = bytearray()
+    while True:
+        line = rfile.readline(65537)
+        try:
+            size = int(line.split(b";", 1)[0].strip(), 16)
+        except ValueError:
+            raise BadBody("bad chunked encoding") from None
+        if size == 0:
+            while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                pass
+            return bytes(out)
+        if len(out) + size > limit:
+            raise TooLarge(f"body is above the limit of {limit} bytes")
+        out += rfile.read(size)
+        rfile.readline(3)
+
+
+def _gunzip(body: bytes, *, limit: int) -> bytes:
+    """Decompress a gzip body, refusing to produce more than ``limit`` bytes."""
+    decompressor = zlib.decompressobj(wbits=31)
+    try:
+        out = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise BadBody(f"body is not valid gzip ({exc})") from None
+    if len(out) > limit:
+        raise TooLarge(f"body is above the limit of {limit} bytes after decompression")
+    if not decompressor.eof:
+        raise BadBody("gzip body is truncated")
+    return out
+
+
+def _response_body(outcome: Outcome, kind: bytes | None) -> tuple[bytes, str]:
+    """ExportTraceServiceResponse on success, google.rpc.Status otherwise (request's encoding)."""
+    if outcome.status == 200:
+        return _success(outcome, kind)
+    if kind == spool.KIND_PROTOBUF:
+        try:
+            from google.rpc.status_pb2 import Status
+        except ImportError:
+            pass
+        else:
+            status = Status(code=_GRPC_CODES.get(outcome.status, 2), message=outcome.message)
+            return status.SerializeToString(), _CONTENT_TYPES[kind]
+    body = {"code": _GRPC_CODES.get(outcome.status, 2), "message": outcome.message}
+    return json.dumps(body).encode(), "application/json"
+
+
+def _success(outcome: Outcome, kind: bytes | None) -> tuple[bytes, str]:
+    if kind == spool.KIND_PROTOBUF:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+        response = ExportTraceServiceResponse()
+        if outcome.rejected:
+            response.partial_success.rejected_spans = outcome.rejected
+            response.partial_success.error_message = outcome.message
+        return response.SerializeToString(), _CONTENT_TYPES[kind]
+    body: dict[str, Any] = {}
+    if outcome.rejected:
+        body["partialSuccess"] = {"rejectedSpans": str(outcome.rejected), "errorMessage": outcome.message}
+    return json.dumps(body).encode(), "application/json"
