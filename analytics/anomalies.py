@@ -51,14 +51,16 @@ SIGNAL_WORDS = {"rate": "request rate", "err": "5xx ratio", "cerr": "4xx ratio",
 class LakeConfig:
     """Knobs of the lake detector (minute series)."""
 
-    recent_minutes: int = 60
+    recent_minutes: int = 120
+    baseline_lag_minutes: int = 30
+    smooth_minutes: int = 5
     refit_minutes: int = 60
-    warmup_minutes: int = 60
+    warmup_minutes: int = 90
     history_days: int = 7
     train_rows: int = 20_000
     n_estimators: int = 64
     quantile: float = 0.99
-    z_gate: float = 6.0
+    z_gate: float = 5.0
     min_minutes: int = 2
     merge_gap_minutes: int = 3
     seed: int = 7
@@ -286,3 +288,325 @@ def _num(value: float) -> str:
     if not math.isfinite(value):
         return "n/a"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.3g}"
+
+
+# --------------------------------------------------------------------------------------
+# The lake: per-service and per-edge minute series
+# --------------------------------------------------------------------------------------
+LAKE_FEATURES = ("z_rate", "z_err", "z_cerr", "z_p50", "z_p99", "z_bytes",
+                 "zs_rate", "zs_err", "zs_p99", "zw_rate", "zw_err", "zw_p99")
+UPWARD_ONLY = ("z_err", "z_cerr", "z_p50", "z_p99", "zs_err", "zs_p99", "zw_err", "zw_p99")
+
+
+def detect(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
+           env: str | None = None, config: LakeConfig = LakeConfig()) -> list[Incident]:
+    """Incidents in ``window`` over every service and edge (or one service and the edges into it)."""
+    scored = score_lake(conn, window=window, service=service, env=env, config=config)
+    if scored.is_empty():
+        return []
+    episodes = _episodes(scored, config)
+    return _group(episodes, config)
+
+
+def score_lake(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
+               env: str | None = None, config: LakeConfig = LakeConfig()) -> pl.DataFrame:
+    """Every series-minute of ``window`` with its features, forest rank and ``flagged``."""
+    start = _floor_minute(window.start)
+    load = Window(start - timedelta(days=config.history_days), window.end)
+    dense = _dense_minutes(_load_minutes(conn, window=load, service=service, env=env), end=window.end)
+    if dense.is_empty():
+        return dense
+    feats = _lake_features(dense, config).filter(pl.col("minute") >= start - timedelta(days=1))
+    feats = feats.sort("step")
+    matrix = _feature_matrix(feats)
+    steps = feats.get_column("step").to_numpy()
+    first_fit = max(int(steps.min()) + config.warmup_minutes, 0)
+    first_fit += (-first_fit) % config.refit_minutes  # refit on the hour grid of the load window
+    mask = (feats.get_column("significant").to_numpy()) & (feats.get_column("minute") >= start).to_numpy()
+    rank = causal_forest_scores(matrix, steps, first_fit=first_fit, refit_every=config.refit_minutes,
+                                train_rows=config.train_rows, n_estimators=config.n_estimators,
+                                seed=config.seed, score_mask=mask)
+    feats = feats.with_columns(pl.Series("rank", rank))
+    flagged = (pl.col("rank") >= config.quantile) & pl.col("significant")
+    return feats.filter(pl.col("minute") >= start).with_columns(flagged.fill_null(False).alias("flagged"))
+
+
+def _load_minutes(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None,
+                  env: str | None) -> pl.DataFrame:
+    services = red_minute_series(conn, window=window, key=["service", "env"], service=service, env=env)
+    edges = red_minute_series(conn, window=window, key=["caller", "service", "env"], service=service, env=env)
+    services = services.with_columns(pl.lit("").alias("caller"), pl.lit("service").alias("kind"))
+    edges = edges.with_columns(pl.lit("edge").alias("kind"))
+    cols = ["kind", "caller", "service", "env", "minute", *("requests", "errors_5xx", "client_errors_4xx",
+                                                          "p50_ms", "p99_ms", "bytes")]
+    both = pl.concat([services.select(cols), edges.select(cols)])
+    sid = pl.when(pl.col("kind") == "edge").then(pl.col("caller") + " -> " + pl.col("service")).otherwise(pl.col("service"))
+    return both.with_columns(pl.col("env").fill_null(""), sid.alias("sid"))
+
+
+def _dense_minutes(frame: pl.DataFrame, *, end: datetime) -> pl.DataFrame:
+    """Every minute from a series' first minute to the window end, zero requests where none."""
+    if frame.is_empty():
+        return frame
+    keys = ["kind", "caller", "service", "env", "sid"]
+    first = frame.group_by(keys).agg(pl.col("minute").min().alias("first"))
+    origin = frame.get_column("minute").min()
+    last = _floor_minute(end - timedelta(microseconds=1))
+    grid = pl.DataFrame({"minute": pl.datetime_range(origin, last, "1m", eager=True)})
+    grid = grid.with_columns(pl.col("minute").cast(frame.schema["minute"]))
+    full = first.join(grid, how="cross").filter(pl.col("minute") >= pl.col("first")).drop("first")
+    dense = full.join(frame, on=[*keys, "minute"], how="left").with_columns(
+        pl.col("requests", "errors_5xx", "client_errors_4xx", "bytes").fill_null(0.0))
+    step = ((pl.col("minute") - pl.lit(origin)).dt.total_minutes()).cast(pl.Int64)
+    return dense.with_columns(step.alias("step")).sort("sid", "env", "step")
+
+
+def _floor_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def _lake_features(dense: pl.DataFrame, config: LakeConfig) -> pl.DataFrame:
+    """Deviations of the trailing ``smooth_minutes`` from a lagged baseline (earlier minutes only).
+
+    The baseline covers [m - lag - recent, m - lag): the lag keeps the first minutes of an
+    incident out of its own baseline, so a 20-minute outage is judged against the hour before.
+    """
+    w, lag, k, over = config.recent_minutes, config.baseline_lag_minutes, config.smooth_minutes, ["sid", "env"]
+    frame = dense.with_columns(
+        pl.col("requests").rolling_sum(window_size=k, min_samples=1).over(over).alias("n_k"),
+        pl.col("errors_5xx").rolling_sum(window_size=k, min_samples=1).over(over).alias("e_k"),
+        pl.col("client_errors_4xx").rolling_sum(window_size=k, min_samples=1).over(over).alias("c_k"),
+        pl.col("requests").rolling_mean(window_size=k, min_samples=1).over(over).log1p().alias("l_rate"),
+        pl.col("bytes").rolling_mean(window_size=k, min_samples=1).over(over).log1p().alias("l_bytes"),
+        *[pl.col(f"{n}_ms").clip(0.01).log().forward_fill().rolling_median(window_size=k, min_samples=1)
+          .over(over).alias(f"l_{n}") for n in ("p50", "p99")])
+    names = ("rate", "bytes", "p50", "p99")
+    frame = frame.with_columns([pl.col(f"l_{n}").shift(lag).rolling_median(window_size=w, min_samples=w // 4)
+                                .over(over).alias(f"b_{n}") for n in names])
+    floors = {"rate": 0.1, "bytes": 0.1, "p50": 0.05, "p99": 0.05}
+    frame = frame.with_columns([pl.max_horizontal(
+        (pl.col(f"l_{n}") - pl.col(f"b_{n}")).abs().shift(lag).rolling_median(window_size=w, min_samples=w // 4)
+        .over(over) * 1.4826, pl.lit(floors[n])).alias(f"s_{n}") for n in names])
+    frame = frame.with_columns([
+        ((pl.col(col).shift(lag).rolling_sum(window_size=w, min_samples=w // 4).over(over) + 1)
+         / (pl.col("requests").shift(lag).rolling_sum(window_size=w, min_samples=w // 4).over(over) + 100))
+        .alias(f"p0_{name}") for name, col in (("err", "errors_5xx"), ("cerr", "client_errors_4xx"))])
+    feats = frame.with_columns(
+        *[((pl.col(f"l_{n}") - pl.col(f"b_{n}")) / pl.col(f"s_{n}")).alias(f"z_{n}") for n in names],
+        _binomial_z("e_k", "n_k", "p0_err").alias("z_err"),
+        _binomial_z("c_k", "n_k", "p0_cerr").alias("z_cerr"),
+        _binomial_z("errors_5xx", "requests", "p0_err").alias("z1_err"))
+    feats = _seasonal(feats, period=1440, prefix="zs", over=over)
+    feats = _seasonal(feats, period=10080, prefix="zw", over=over, max_lags=2)
+    return feats.with_columns(_significance(config).alias("significant"),
+                              _minute_bad().fill_null(False).alias("minute_bad"))
+
+
+def _minute_bad() -> pl.Expr:
+    """This minute on its own still looks bad (used to trim an incident's tail)."""
+    ratio = pl.col("errors_5xx") / pl.max_horizontal(pl.col("requests"), pl.lit(1.0))
+    slow = (pl.col("p50_ms").clip(0.01).log() - pl.col("b_p50") >= math.log(1.3)) | (
+        pl.col("p99_ms").clip(0.01).log() - pl.col("b_p99") >= math.log(1.5))
+    drop = pl.col("requests").log1p() - pl.col("b_rate") <= -math.log(2.0)
+    return ((pl.col("errors_5xx") >= 1) & (ratio >= 2 * pl.col("p0_err") + 0.01)) | slow.fill_null(False) | drop
+
+
+def _binomial_z(errors: str, requests: str, p0: str) -> pl.Expr:
+    n, p, e = pl.col(requests), pl.col(p0), pl.col(errors)
+    var = n * p * (1 - p) + (0.5 * n * p) ** 2 + 0.25
+    return (e - n * p) / var.sqrt()
+
+
+def _seasonal(frame: pl.DataFrame, *, period: int, prefix: str, over: list[str], max_lags: int = 7) -> pl.DataFrame:
+    """Deviation from the same minute ``period`` minutes earlier (median over up to ``max_lags``), >= 2 needed."""
+    lags = range(1, max_lags + 1)
+    def lagged(col: str) -> list[pl.Expr]:
+        return [pl.col(col).shift(period * k).over(over) for k in lags]
+    count = pl.sum_horizontal([e.is_not_null().cast(pl.Int32) for e in lagged("l_rate")])
+    enough = count >= 2
+    rate = (pl.col("l_rate") - pl.concat_list(lagged("l_rate")).list.drop_nulls().list.median()) / pl.col("s_rate")
+    p99 = (pl.col("l_p99") - pl.concat_list(lagged("l_p99")).list.drop_nulls().list.median()) / pl.col("s_p99")
+    past_e = pl.sum_horizontal(lagged("e_k"))
+    past_n = pl.sum_horizontal(lagged("n_k"))
+    p0 = (past_e + 1) / (past_n + 100)
+    n = pl.col("n_k")
+    err = (pl.col("e_k") - n * p0) / (n * p0 * (1 - p0) + (0.5 * n * p0) ** 2 + 0.25).sqrt()
+    return frame.with_columns(*[pl.when(enough).then(expr).otherwise(0.0).alias(f"{prefix}_{name}")
+                                for name, expr in (("rate", rate), ("err", err), ("p99", p99))])
+
+
+def _significance(config: LakeConfig) -> pl.Expr:
+    """A signal moved the bad way by ``z_gate`` deviations and by a practical amount."""
+    return pl.any_horizontal(*[expr.fill_null(False) for expr in _signal_tests(config).values()])
+
+
+def _signal_tests(config: LakeConfig) -> dict[str, pl.Expr]:
+    gate, n = config.z_gate, pl.col("n_k")
+    ratio = pl.col("e_k") / pl.max_horizontal(n, pl.lit(1.0))
+    cratio = pl.col("c_k") / pl.max_horizontal(n, pl.lit(1.0))
+    base_rate = pl.col("b_rate").exp() - 1
+    return {
+        "err": (pl.col("z_err") >= gate) & (pl.col("e_k") >= 3)
+        & (ratio >= 2 * pl.col("p0_err")) & (ratio - pl.col("p0_err") >= 0.02),
+        "cerr": (pl.col("z_cerr") >= gate) & (pl.col("c_k") >= 5)
+        & (cratio >= 2 * pl.col("p0_cerr")) & (cratio - pl.col("p0_cerr") >= 0.05),
+        "p99": (pl.col("z_p99") >= gate) & (n >= 5) & (pl.col("l_p99") - pl.col("b_p99") >= math.log(1.5))
+        & (pl.col("l_p99").exp() - pl.col("b_p99").exp() >= 50),
+        "p50": (pl.col("z_p50") >= gate) & (n >= 5) & (pl.col("l_p50") - pl.col("b_p50") >= math.log(1.5))
+        & (pl.col("l_p50").exp() - pl.col("b_p50").exp() >= 20),
+        "rate": (pl.col("z_rate").abs() >= gate) & (base_rate >= 10)
+        & ((pl.col("l_rate") - pl.col("b_rate")).abs() >= math.log(2.0)),
+    }
+
+
+def _feature_matrix(feats: pl.DataFrame) -> np.ndarray:
+    cols = [pl.col(c).clip(-3.0, None) if c in UPWARD_ONLY else pl.col(c) for c in LAKE_FEATURES]
+    matrix = feats.select(cols).to_numpy()
+    return np.clip(np.nan_to_num(matrix, nan=0.0, posinf=50.0, neginf=-50.0), -50.0, 50.0)
+
+
+# --------------------------------------------------------------------------------------
+# Episodes (one series) and incidents (related series together)
+# --------------------------------------------------------------------------------------
+@dataclass
+class _Episode:
+    sid: str
+    kind: str
+    caller: str
+    service: str
+    env: str
+    start: datetime
+    end: datetime
+    peak: datetime
+    score: float
+    reason: str
+
+
+def _episodes(scored: pl.DataFrame, config: LakeConfig) -> list[_Episode]:
+    """Runs of flagged minutes per series (gaps up to merge_gap, at least min_minutes flagged)."""
+    out = []
+    for (sid, env), group in scored.filter(pl.col("flagged")).group_by(["sid", "env"], maintain_order=True):
+        steps = group.get_column("step").to_numpy()
+        for lo, hi in _step_runs(steps, gap=config.merge_gap_minutes):
+            if hi - lo < config.min_minutes:
+                continue
+            part = group.slice(lo, hi - lo)
+            first, last = int(steps[lo]), int(steps[hi - 1])
+            series = scored.filter((pl.col("sid") == sid) & (pl.col("env") == env)
+                                   & pl.col("step").is_between(first - config.smooth_minutes + 1, last))
+            out.append(_episode(str(sid), str(env), part, _trim(series, first)))
+    return out
+
+
+def _trim(series: pl.DataFrame, first: int) -> pl.DataFrame:
+    """From the first bad minute the smoothing window saw, to the last minute that is bad on its own."""
+    bad = series.get_column("minute_bad").to_numpy()
+    steps = series.get_column("step").to_numpy()
+    head = np.flatnonzero(bad & (steps <= first))
+    lo = int(head[0]) if len(head) else int(np.searchsorted(steps, first))
+    tail = np.flatnonzero(bad)
+    hi = int(tail[-1]) + 1 if len(tail) and tail[-1] >= lo else lo + 1
+    return series.slice(lo, hi - lo)
+
+
+def _step_runs(steps: np.ndarray, *, gap: int) -> list[tuple[int, int]]:
+    if len(steps) == 0:
+        return []
+    splits = np.flatnonzero(np.diff(steps) > gap + 1)
+    starts = np.concatenate([[0], splits + 1])
+    ends = np.concatenate([splits + 1, [len(steps)]])
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def _episode(sid: str, env: str, flagged: pl.DataFrame, series: pl.DataFrame) -> _Episode:
+    peak = flagged.row(int(flagged.get_column("rank").arg_max() or 0), named=True)
+    first = series.row(0, named=True)
+    return _Episode(sid=sid, kind=str(first["kind"]), caller=str(first["caller"]), service=str(first["service"]),
+                    env=env, start=series.get_column("minute").min(),  # type: ignore[arg-type]
+                    end=series.get_column("minute").max() + timedelta(minutes=1),  # type: ignore[operator]
+                    peak=peak["minute"], score=float(peak["rank"]), reason=_lake_reason(sid, series, first))
+
+
+def _lake_reason(sid: str, series: pl.DataFrame, first: dict[str, Any]) -> str:
+    """'PaymentService 5xx ratio 4.1% vs 0.2% baseline (20x), p99 unchanged' over the episode."""
+    n = float(series.get_column("requests").sum())
+    parts, quiet = [], []
+    checks = [("err", float(series.get_column("errors_5xx").sum()) / n if n else 0.0, first["p0_err"], "ratio"),
+              ("cerr", float(series.get_column("client_errors_4xx").sum()) / n if n else 0.0, first["p0_cerr"], "ratio"),
+              ("p99", series.get_column("p99_ms").median(), _exp(first["b_p99"]), "ms"),
+              ("p50", series.get_column("p50_ms").median(), _exp(first["b_p50"]), "ms"),
+              ("rate", series.get_column("requests").mean(), _exp(first["b_rate"]) - 1, "rpm")]
+    for name, now, base, unit in checks:
+        text, moved = _compare(name, now, base, unit)
+        (parts if moved else quiet).append(text)
+    quiet_names = [q for q in quiet if q and q.split()[0] in ("p99", "5xx")][:1]
+    return f"{sid} " + ", ".join(parts + quiet_names) if parts else f"{sid} unusual mix of traffic signals"
+
+
+def _compare(name: str, now: Any, base: Any, unit: str) -> tuple[str, bool]:
+    word = SIGNAL_WORDS[name]
+    if now is None or base is None or not math.isfinite(float(now)) or not math.isfinite(float(base)):
+        return "", False
+    now, base = float(now), float(base)
+    factor = now / base if base > 0 else float("inf")
+    if unit == "ratio":
+        moved = now - base >= 0.01 and factor >= 1.5
+        fmt = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    elif unit == "ms":
+        moved = factor >= 1.3 and now - base >= 20
+        fmt = lambda v: f"{v:,.0f} ms"  # noqa: E731
+    else:
+        moved = factor >= 1.5 or factor <= 1 / 1.5
+        fmt = lambda v: f"{v:,.1f}/min"  # noqa: E731
+    if not moved:
+        return f"{word} unchanged", False
+    times = f"{factor:.1f}x" if math.isfinite(factor) else "new"
+    return f"{word} {fmt(now)} vs {fmt(base)} baseline ({times})", True
+
+
+def _exp(value: Any) -> float | None:
+    return math.exp(float(value)) if value is not None and math.isfinite(float(value)) else None
+
+
+def _group(episodes: list[_Episode], config: LakeConfig) -> list[Incident]:
+    """Union episodes that overlap in time (within merge_gap) and share a service name."""
+    parent = list(range(len(episodes)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    gap = timedelta(minutes=config.merge_gap_minutes)
+    for i, a in enumerate(episodes):
+        for j in range(i + 1, len(episodes)):
+            b = episodes[j]
+            if a.env == b.env and a.start <= b.end + gap and b.start <= a.end + gap and _names(a) & _names(b):
+                parent[find(i)] = find(j)
+    groups: dict[int, list[_Episode]] = {}
+    for i, ep in enumerate(episodes):
+        groups.setdefault(find(i), []).append(ep)
+    return sorted((_incident(g) for g in groups.values()), key=lambda inc: inc.start)
+
+
+def _names(ep: _Episode) -> set[str]:
+    names = {ep.service} | ({ep.caller} if ep.kind == "edge" else set())
+    return names - {"", "unknown", "-"}
+
+
+def _incident(group: list[_Episode]) -> Incident:
+    callee_votes: dict[str, float] = {}
+    for ep in group:
+        callee_votes[ep.service] = callee_votes.get(ep.service, 0.0) + (2.0 if ep.kind == "service" else 1.0)
+        if ep.kind == "edge":
+            callee_votes.setdefault(ep.caller, 0.0)
+    services = sorted(callee_votes, key=lambda s: (-callee_votes[s], s))
+    services = [s for s in services if s not in ("", "unknown")] + [s for s in services if s == "unknown"]
+    ordered = sorted(group, key=lambda ep: (ep.kind != "service", -callee_votes.get(ep.service, 0), -ep.score))
+    peak = max(group, key=lambda ep: ep.score)
+    edges = sorted({(ep.caller, ep.service) for ep in group if ep.kind == "edge"})
+    return Incident(start=min(ep.start for ep in group), end=max(ep.end for ep in group), peak=peak.peak,
+                    score=peak.score, services=services, edges=edges,
+                    reasons=[ep.reason for ep in ordered][:8], series=sorted({ep.sid for ep in group}),
+                    env=group[0].env or None)

@@ -5,9 +5,11 @@ any mix of them, optionally per time bucket (minute, 5m, hour, day). Errors are 
 4xx are client errors, counted and shown apart, never called failures.
 
 Where the numbers come from (the plan, chosen per call):
-- a rollup (analytics.rollup) when every key and filter is one of its columns and the window is
-  aligned to its grain: the narrow ``edges_*`` before ``requests_*``, hours before minutes.
-  Counts, bytes, max and mean are exact there; percentiles come from merging sketches
+- rollups (analytics.rollup) when every key and filter is one of their columns and the window
+  is aligned to minutes: the narrow ``edges_*`` before ``requests_*``, and the window tiled with
+  the coarsest grains that fit (whole days from ``*_1d``, whole hours from ``*_1h``, the rest
+  from ``*_1m``; a time bucket limits the grains to those that divide it). Counts, bytes, max
+  and mean are exact there; percentiles come from merging sketches
   (``percentile_source = 'sketch'``, within 1% of the exact nearest-rank value);
 - raw rows otherwise, and whenever the window holds at most ``exact_percentile_max_rows``
   requests: exact nearest-rank percentiles (DuckDB ``quantile_disc``, ``'exact'``).
@@ -27,7 +29,8 @@ import duckdb
 import polars as pl
 
 from analytics import sketch
-from analytics.rollup import LEVELS, STATUS_CLASS_SQL, Level
+from analytics.rollup import GRAIN_SECONDS, LEVELS, STATUS_CLASS_SQL, Level
+from meshlens import schema
 from meshlens.errors import ConfigError, UnknownNameError
 from meshlens.settings import Settings
 from meshlens.timewin import Window
@@ -44,11 +47,14 @@ METRICS = (
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+Tile = tuple[Level, datetime, datetime]
+
+
 @dataclass(frozen=True)
 class Plan:
-    """Where one call reads from: ``raw`` or a rollup level, and how percentiles are taken."""
+    """Where one call reads from: rollup tiles covering the window (none: raw rows)."""
 
-    level: Level | None
+    tiles: tuple[Tile, ...]
     percentile_source: str  # 'exact' or 'sketch'
 
 
@@ -70,10 +76,10 @@ def red(
     filters = {c: v for c, v in (("service", service), ("caller", caller), ("env", env)) if v is not None}
     plan = choose_plan(conn, window=window, keys=keys, filters=filters, bucket=bucket,
                        max_rows=int(cfg["exact_percentile_max_rows"]))
-    if plan.level is None:
+    if not plan.tiles:
         sql, params = raw_sql(window=window, keys=keys, filters=filters, bucket=bucket)
     else:
-        sql, params = rollup_sql(plan.level, window=window, keys=keys, filters=filters, bucket=bucket)
+        sql, params = rollup_sql(plan.tiles, keys=keys, filters=filters, bucket=bucket)
     frame = conn.sql(sql, params=params).pl()
     return finish(frame, keys=keys, bucket=bucket, window=window, source=plan.percentile_source,
                   min_samples=int(cfg["min_percentile_samples"]))
@@ -128,31 +134,56 @@ def choose_plan(
     bucket: str | None,
     max_rows: int,
 ) -> Plan:
-    """Pick the smallest rollup that answers, or raw rows (small windows, raw-only keys)."""
-    level = candidate_level(window=window, needed={*keys, *filters}, bucket=bucket)
-    if level is None:
-        return Plan(None, "exact")
-    where, params = where_sql(level.grain, window=window, filters=filters)
-    rows = conn.execute(f"SELECT sum(requests) FROM {level.name} WHERE {where}", params).fetchall()
-    count = int(rows[0][0] or 0)
-    if count <= max_rows:
-        return Plan(None, "exact")
-    return Plan(level, "sketch")
+    """Rollup tiles when they answer and the window is big; raw rows otherwise."""
+    tiles = tile_window(window=window, needed={*keys, *filters}, bucket=bucket)
+    if not tiles:
+        return Plan((), "exact")
+    parts, params = [], []
+    for level, start, end in tiles:
+        where, where_params = where_sql(level.grain, window=Window(start, end), filters=filters)
+        parts.append(f"SELECT sum(requests) AS s FROM {level.name} WHERE {where}")
+        params += where_params
+    rows = conn.execute(f"SELECT sum(s) FROM ({' UNION ALL '.join(parts)})", params).fetchall()
+    if int(rows[0][0] or 0) <= max_rows:
+        return Plan((), "exact")
+    return Plan(tuple(tiles), "sketch")
 
 
-def candidate_level(*, window: Window, needed: set[str], bucket: str | None) -> Level | None:
-    """The rollup with the coarsest usable grain and the fewest keys, if any."""
-    usable = [lv for lv in LEVELS if needed <= set(lv.dims) and _grain_fits(lv.grain, window, bucket)]
-    usable.sort(key=lambda lv: (lv.grain != "hour", len(lv.dims)))
-    return usable[0] if usable else None
+def tile_window(*, window: Window, needed: set[str], bucket: str | None) -> list[Tile]:
+    """Cover the window with the coarsest rollup grains (days, then hours, then minutes).
+
+    Empty when no rollup holds every needed key or the window is not aligned to minutes.
+    """
+    family = next((dims for dims in (schema.EDGE_ROLLUP_DIMS, schema.ROLLUP_DIMS) if needed <= set(dims)), None)
+    start, end = _micros(window.start), _micros(window.end)
+    if family is None or start % 60_000_000 or end % 60_000_000:
+        return []
+    levels = {lv.grain: lv for lv in LEVELS if lv.dims == family}
+    grains = [g for g in ("minute", "hour", "day")
+              if bucket is None or BUCKETS[bucket] % GRAIN_SECONDS[g] == 0]
+    return [(levels[g], _from_micros(lo), _from_micros(hi)) for g, lo, hi in _split(start, end, grains)]
 
 
-def _grain_fits(grain: str, window: Window, bucket: str | None) -> bool:
-    seconds = 3600 if grain == "hour" else 60
-    if bucket is not None and BUCKETS[bucket] % seconds:
-        return False
-    return all(int((t - _EPOCH).total_seconds() * 1e6) % (seconds * 10**6) == 0
-               for t in (window.start, window.end))
+def _split(start: int, end: int, grains: list[str]) -> list[tuple[str, int, int]]:
+    """[start, end) in microseconds as (grain, lo, hi) pieces, coarsest grain in the middle."""
+    if start >= end:
+        return []
+    grain, step = grains[-1], GRAIN_SECONDS[grains[-1]] * 1_000_000
+    if len(grains) == 1:
+        return [(grain, start, end)]
+    lo, hi = -(-start // step) * step, end // step * step
+    if lo >= hi:
+        return _split(start, end, grains[:-1])
+    return _split(start, lo, grains[:-1]) + [(grain, lo, hi)] + _split(hi, end, grains[:-1])
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 # -- SQL ---------------------------------------------------------------------------------------
@@ -202,46 +233,46 @@ def raw_sql(*, window: Window, keys: list[str], filters: dict[str, str], bucket:
     return sql, params
 
 
-def rollup_sql(level: Level, *, window: Window, keys: list[str], filters: dict[str, str], bucket: str | None) -> tuple[str, list[object]]:
-    """RED metrics from a rollup: counts summed, sketches merged by bucket key."""
+def rollup_sql(tiles: Sequence[Tile], *, keys: list[str], filters: dict[str, str],
+               bucket: str | None) -> tuple[str, list[object]]:
+    """RED metrics from rollup tiles: measures summed, sketches merged by bucket key."""
     group = ["_g", *keys] + (["bucket_start"] if bucket else [])
-    exprs = ["1 AS _g", *keys] + ([f"{bucket_sql(bucket, level.grain)} AS bucket_start"] if bucket else [])
-    where, params = where_sql(level.grain, window=window, filters=filters)
     cols = ", ".join(group)
+    parts, params = [], []
+    for level, start, end in tiles:
+        exprs = ["1 AS _g", *keys] + ([f"{bucket_sql(bucket, level.grain)} AS bucket_start"] if bucket else [])
+        where, where_params = where_sql(level.grain, window=Window(start, end), filters=filters)
+        parts.append(
+            f"SELECT {', '.join(exprs)}, lat_key AS k, requests, errors_5xx, client_errors_4xx, bytes_in, "
+            f"bytes_out, duration_count, duration_sum_ms, duration_max_ms FROM {level.name} WHERE {where}"
+        )
+        params += where_params
     ranks = ", ".join(
         f"min(k) FILTER (WHERE cum >= {sketch.rank_sql(q, 'tot')}) AS k_{name}" for name, q in QUANTILES
     )
-    values = ", ".join(f"{sketch.value_sql('q.k_' + name)} AS {name}" for name, _ in QUANTILES)
-    join = " AND ".join(f"a.{c} IS NOT DISTINCT FROM q.{c}" for c in group)
+    values = ", ".join(f"{sketch.value_sql('k_' + name)} AS {name}" for name, _ in QUANTILES)
+    hidden = ", ".join(f"k_{name}" for name, _ in QUANTILES)
     sql = f"""
-    WITH src AS (
-        SELECT {', '.join(exprs)}, requests, errors_5xx, client_errors_4xx, bytes_in, bytes_out,
-               duration_count, duration_sum_ms, duration_max_ms, lat_keys, lat_counts
-        FROM {level.name} WHERE {where}
-    ),
-    agg AS (
-        SELECT {cols}, sum(requests)::BIGINT AS requests, sum(errors_5xx)::BIGINT AS errors_5xx,
-               sum(client_errors_4xx)::BIGINT AS client_errors_4xx,
-               sum(bytes_in)::BIGINT AS bytes_in, sum(bytes_out)::BIGINT AS bytes_out,
-               max(duration_max_ms) AS max_ms,
-               sum(duration_sum_ms) / nullif(sum(duration_count), 0) AS mean_ms,
-               sum(duration_count)::BIGINT AS n
+    WITH src AS ({' UNION ALL '.join(parts)}),
+    b AS (
+        SELECT {cols}, k, sum(requests) AS r, sum(errors_5xx) AS e5, sum(client_errors_4xx) AS e4,
+               sum(bytes_in) AS bi, sum(bytes_out) AS bo, sum(duration_count) AS c,
+               sum(duration_sum_ms) AS ds, max(duration_max_ms) AS dm
         FROM src GROUP BY ALL
     ),
-    b AS (
-        SELECT {cols}, k, sum(c) AS c
-        FROM (SELECT {cols}, unnest(lat_keys) AS k, unnest(lat_counts) AS c FROM src)
-        GROUP BY ALL
-    ),
     cum AS (
-        SELECT {cols}, k,
-               sum(c) OVER (PARTITION BY {cols} ORDER BY k ROWS UNBOUNDED PRECEDING) AS cum,
+        SELECT *, sum(c) OVER (PARTITION BY {cols} ORDER BY k ASC NULLS LAST ROWS UNBOUNDED PRECEDING) AS cum,
                sum(c) OVER (PARTITION BY {cols}) AS tot
         FROM b
     ),
-    q AS (SELECT {cols}, {ranks} FROM cum GROUP BY ALL)
-    SELECT a.*, {values}
-    FROM agg a LEFT JOIN q ON {join}
+    q AS (
+        SELECT {cols}, sum(r)::BIGINT AS requests, sum(e5)::BIGINT AS errors_5xx,
+               sum(e4)::BIGINT AS client_errors_4xx, sum(bi)::BIGINT AS bytes_in,
+               sum(bo)::BIGINT AS bytes_out, max(dm) AS max_ms, sum(ds) / nullif(sum(c), 0) AS mean_ms,
+               sum(c)::BIGINT AS n, {ranks}
+        FROM cum GROUP BY ALL
+    )
+    SELECT * EXCLUDE ({hidden}), {values} FROM q
     """
     return sql, params
 

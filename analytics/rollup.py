@@ -1,16 +1,20 @@
-"""Per-minute and per-hour rollups of ``requests`` with latency sketches, built by DuckDB.
+"""Per-minute, per-hour and per-day rollups of ``requests`` with latency sketches, by DuckDB.
 
-Four rollups (schemas in meshlens.schema.ROLLUPS), one Parquet file per UTC date each::
+Six rollups (schemas in meshlens.schema.ROLLUPS), one Parquet file per UTC date each::
 
     rollups/requests_1m/date=D/part.parquet   (minute, caller, service, version, route, method, env, status_class)
-    rollups/requests_1h/date=D/part.parquet   the same key per hour
-    rollups/edges_1m/date=D/part.parquet      (minute, caller, service, version, env)
-    rollups/edges_1h/date=D/part.parquet      the same key per hour
+    rollups/requests_1h/...  requests_1d/...  the same key per hour / per day
+    rollups/edges_1m/...  edges_1h/...  edges_1d/...   (time, caller, service, version, env)
 
-Each row holds counts (requests, 5xx errors, 4xx client errors), bytes, duration sum/max/count
-and the latency sketch of analytics.sketch as two aligned lists (``lat_keys``, ``lat_counts``).
-analytics.red picks the smallest rollup that answers a question: the narrow ``edges_1h`` turns
-"p95 per service over a day" into a scan of a few million bucket counts instead of every request.
+Layout: a long table, one row per (time, key, latency bucket ``lat_key``) holding the requests,
+5xx errors, 4xx client errors, bytes, duration count/sum/max of the requests of that key whose
+duration fell in that bucket of analytics.sketch (``lat_key`` NULL: requests without a
+duration). Every measure is a plain sum (max for the max), so a group's totals are sums over
+its rows, a group's sketch is ``(lat_key, duration_count)``, and merging sketches over any set
+of minutes, hours, days or keys is one ``GROUP BY ... lat_key`` with ``sum`` -- no list
+unnesting, and rows of different grains can be added together (analytics.red tiles a window
+with days, hours and minutes). The narrow ``edges_*`` rollups answer per-service, per-edge and
+per-version questions from a fraction of the rows.
 
 A date is recomputed as a whole from its raw partition in one DuckDB pass: requests are first
 grouped by (minute, full key, bucket) into a temporary table, and every rollup is aggregated from
@@ -51,15 +55,19 @@ class Level:
     """One rollup: its table name, time grain and key."""
 
     name: str
-    grain: str  # "minute" or "hour"
+    grain: str  # "minute", "hour" or "day": also the name of its time column
     dims: tuple[str, ...]
 
+    @property
+    def seconds(self) -> int:
+        return GRAIN_SECONDS[self.grain]
 
-LEVELS = (
-    Level("requests_1m", "minute", schema.ROLLUP_DIMS),
-    Level("requests_1h", "hour", schema.ROLLUP_DIMS),
-    Level("edges_1m", "minute", schema.EDGE_ROLLUP_DIMS),
-    Level("edges_1h", "hour", schema.EDGE_ROLLUP_DIMS),
+
+GRAIN_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
+LEVELS = tuple(
+    Level(f"{family}_{suffix}", grain, dims)
+    for family, dims in (("requests", schema.ROLLUP_DIMS), ("edges", schema.EDGE_ROLLUP_DIMS))
+    for grain, suffix in (("minute", "1m"), ("hour", "1h"), ("day", "1d"))
 )
 
 
@@ -153,25 +161,17 @@ def _fine_sql(files: list[str]) -> str:
 
 def _level_sql(level: Level) -> str:
     """The SELECT of one rollup from the ``fine`` table."""
-    seconds = 60 if level.grain == "minute" else 3600
-    time_expr = "minute" if level.grain == "minute" else "minute // 60"
+    per = level.seconds // 60
     dims = ", ".join(level.dims)
     return f"""
-    SELECT to_timestamp(t * {seconds}) AS {level.grain}, {dims},
+    SELECT to_timestamp((minute // {per}) * {level.seconds}) AS {level.grain}, {dims}, k AS lat_key,
            sum(n)::BIGINT AS requests, sum(e5)::BIGINT AS errors_5xx,
            sum(e4)::BIGINT AS client_errors_4xx,
            sum(b_in)::BIGINT AS bytes_in, sum(b_out)::BIGINT AS bytes_out,
-           sum(dc)::BIGINT AS duration_count, sum(ds) AS duration_sum_ms, max(dm) AS duration_max_ms,
-           coalesce(list(k ORDER BY k) FILTER (WHERE k IS NOT NULL), []::SMALLINT[]) AS lat_keys,
-           coalesce(list(dc ORDER BY k) FILTER (WHERE k IS NOT NULL), []::BIGINT[]) AS lat_counts
-    FROM (
-        SELECT {time_expr} AS t, {dims}, k,
-               sum(n) AS n, sum(e5) AS e5, sum(e4) AS e4, sum(b_in) AS b_in, sum(b_out) AS b_out,
-               sum(dc)::BIGINT AS dc, sum(ds) AS ds, max(dm) AS dm
-        FROM fine GROUP BY ALL
-    )
-    GROUP BY ALL
-    ORDER BY service, {level.grain}, {dims}
+           sum(dc)::BIGINT AS duration_count, sum(ds) AS duration_sum_ms, max(dm) AS duration_max_ms
+    FROM fine
+    GROUP BY minute // {per}, {dims}, k
+    ORDER BY service, {level.grain}, {dims}, lat_key
     """
 
 

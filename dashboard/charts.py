@@ -168,11 +168,13 @@ def pl_string() -> Any:
     return pl.String
 
 
-def timeline(frame: Any, *, height: int = 260) -> go.Figure:
+def timeline(frame: Any, *, start: Any = None, end: Any = None, height: int = 260) -> go.Figure:
     """Incidents as bars from ``start`` to ``end``, one row per incident label."""
     fig = go.Figure()
+    if start is not None and end is not None:
+        fig.update_xaxes(range=[start, end])
     for row in frame.iter_rows(named=True):
-        label = str(row.get("services") or row.get("service") or "incident")
+        label = str(row.get("services") or row.get("service") or "incident")[:40]
         fig.add_trace(go.Scatter(x=[row["start"], row["end"]], y=[label, label], mode="lines+markers",
                                  line=dict(width=10, color="#dc2626"), name=label,
                                  hovertext=str(row.get("reason") or ""), hoverinfo="text+x"))

@@ -29,6 +29,8 @@ from meshlens.lake import Lake
 from meshlens.timewin import Window
 
 TTL_SECONDS = 60
+SLOW_TTL_SECONDS = 300
+"""Anomaly scoring and canary judging are slow: kept longer, and not dropped by a refresh."""
 
 
 class Unavailable(Exception):
@@ -93,7 +95,9 @@ def refresh(data: str) -> None:
     for shared in (_shared(data), _guarded(data)):
         with shared.lock:
             catalog.register_views(shared.conn, Lake(data))
-    st.cache_data.clear()
+    for cached in (latest_ts, red, service_graph, callers, callees, recent_errors, denied,
+                   unauthenticated, tls_versions, policy_violations, cost, run_sql, ask):
+        cached.clear()
 
 
 @st.cache_data(show_spinner=False)
@@ -238,10 +242,10 @@ def recent_errors(data: str, service: str, start: datetime, end: datetime, *,
 
 # -- anomalies and canaries --------------------------------------------------------------------
 INCIDENT_COLUMNS = ("start", "end", "peak", "services", "reason")
-CANARY_COLUMNS = ("service", "baseline", "canary", "verdict", "evidence", "decided_at", "weights")
+CANARY_COLUMNS = ("service", "env", "baseline", "canary", "verdict", "evidence", "decided_at", "weights")
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@st.cache_data(ttl=SLOW_TTL_SECONDS, show_spinner=False)
 def incidents(data: str, start: datetime, end: datetime, *, env: str | None = None,
               service: str | None = None) -> pl.DataFrame:
     """analytics.anomalies incidents of the window, one row each."""
@@ -261,17 +265,24 @@ def _incident_row(incident: Any) -> dict[str, Any]:
             "env": incident.env, "score": incident.score}
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@st.cache_data(ttl=SLOW_TTL_SECONDS, show_spinner=False)
+def canary_verdicts(data: str, start: datetime, end: datetime, *, env: str | None = None,
+                    service: str | None = None) -> list[dict[str, Any]]:
+    """analytics.canary.judge of every live canary (or one service's), as JSON-ready dicts."""
+    verdicts = call(data, "analytics.canary", "judge", service, window=_window(start, end), env=env)
+    return [v.as_dict() for v in verdicts]
+
+
 def canaries(data: str, start: datetime, end: datetime, *, env: str | None = None) -> pl.DataFrame:
-    """analytics.canary verdicts of every service with more than one live version."""
-    return call(data, "analytics.canary", "judge_all", window=_window(start, end), env=env)
+    """One row per canary verdict (CANARY_COLUMNS)."""
+    rows = [{**{k: v.get(k) for k in CANARY_COLUMNS if k != "weights"},
+             "weights": _weights(v.get("next_weights"))}
+            for v in canary_verdicts(data, start, end, env=env)]
+    return pl.DataFrame(rows, schema={c: pl.String for c in CANARY_COLUMNS})
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def canary_verdict(data: str, service: str, start: datetime, end: datetime, *,
-                   env: str | None = None) -> dict[str, Any]:
-    """analytics.canary verdict of one service, as a dict."""
-    return call(data, "analytics.canary", "judge", service, window=_window(start, end), env=env)
+def _weights(weights: dict[str, int] | None) -> str:
+    return ", ".join(f"{k}: {w}%" for k, w in (weights or {}).items())
 
 
 # -- security and cost -------------------------------------------------------------------------

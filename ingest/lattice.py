@@ -11,7 +11,9 @@ Accepted shapes, mixed freely within a file:
 empty). Fields this module does not know are kept as a JSON object in ``extra``.
 
 Fast path: the whole chunk is decoded by polars in one call with every field read as a
-string, then normalised with column expressions. Only a chunk polars cannot decode (a garbage
+string, then normalised with column expressions; columns derived from ARNs, hosts and
+principals are computed once per distinct value. Unknown fields are looked for in every line
+of a small chunk and in a sample of a large one (see ``SAMPLE_SPREAD``). Only a chunk polars cannot decode (a garbage
 line, a non-object line) is read again line by line with ``json`` to find the bad lines.
 """
 
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Iterator
+from pathlib import Path
+from collections.abc import Iterator
 
 import polars as pl
 
-from ingest.parsed import Parsed
+from ingest.parsed import NotFast, Parsed
+from meshlens.identity import SEP, DistinctMap
 
 NAME = "lattice"
 
@@ -46,6 +50,13 @@ _READ_SCHEMA = {name: pl.String for name in FIELDS + WRAPPER}
 _X509 = ("callerX509SANURI", "callerX509SubjectCN", "callerX509SANDNS", "callerX509SANNameCN")
 _NO_PRINCIPAL = ("-", "", "Anonymous", "anonymous", "Unknown", "unknown")
 _TS_FORMATS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%.fZ", "%Y-%m-%dT%H:%M:%S%.f%:z")
+SAMPLE_ALL_BYTES = 1 << 17
+"""Chunks up to this size are checked line by line for unknown fields."""
+SAMPLE_SPREAD = 256
+"""Larger chunks: the first and last 64 KiB and this many lines spread between them.
+
+Unknown fields in a larger chunk are found when a sampled line carries them; fields AWS adds
+appear on every line, so they are always kept in ``extra``."""
 _SNIFF_KEYS = (b'"serviceNetworkArn"', b'"targetGroupArn"', b'"callerPrincipal"',
                b'"responseFromTargetDuration"', b'"requestToTargetDuration"', b'"sourceVpcArn"')
 
@@ -89,20 +100,61 @@ def parse(chunk: bytes, *, first_line_no: int) -> Parsed:
     return _finish(raw, line_nos, [], chunk, first_line_no)
 
 
+def scan_file(path: Path, *, head: bytes, batch_rows: int) -> Iterator[Parsed]:
+    """Fast path for an uncompressed JSON-lines file: polars' streaming reader, batch by batch.
+
+    Raises NotFast (before or while iterating) when the file needs the chunk-by-chunk path:
+    pretty-printed JSON, unknown fields in the sample, a line polars cannot decode, a record
+    without a start time (its line number is needed for the quarantine).
+    """
+    if whole_file(head) or any(_unknown_keys(line) for line in _sample_file(path)):
+        raise NotFast
+    lazy = pl.scan_ndjson(path, schema=_READ_SCHEMA, low_memory=True)
+    try:
+        for raw in lazy.collect_batches(chunk_size=batch_rows):
+            if raw.get_column("message").null_count() < raw.height:
+                raw = _unwrap_fast(raw)
+            else:
+                raw = raw.with_columns(timestamp=pl.lit(None, dtype=pl.String))
+            if "extra" not in raw.columns:
+                raw = raw.with_columns(extra=pl.lit(None, dtype=pl.String))
+            rows = _normalise(raw)
+            if rows.get_column("ts").null_count():
+                raise NotFast
+            yield Parsed(rows=rows, rejects=[])
+    except (_Fallback, pl.exceptions.PolarsError):
+        raise NotFast from None
+
+
+def _sample_file(path: Path) -> Iterator[bytes]:
+    """The lines ``_sample_lines`` would pick, read from the file with a few seeks."""
+    size = path.stat().st_size
+    edge = SAMPLE_ALL_BYTES // 2
+    with open(path, "rb") as handle:
+        if size <= SAMPLE_ALL_BYTES:
+            yield from handle.read().split(b"\n")
+            return
+        yield from handle.read(edge).split(b"\n")[:-1]
+        for offset in range(edge, size - edge, max((size - 2 * edge) // SAMPLE_SPREAD, 1)):
+            handle.seek(offset)
+            handle.readline()
+            yield handle.readline()
+        handle.seek(size - edge)
+        yield from handle.read().split(b"\n")[1:]
+
+
 # -- decoding ---------------------------------------------------------------------------------
-def _decode_fast(chunk: bytes, first_line_no: int) -> tuple[pl.DataFrame, pl.Series]:
+def _decode_fast(chunk: bytes, first_line_no: int) -> tuple[pl.DataFrame, None]:
+    """Polars decodes every non-blank line or raises; line numbers are found only when needed."""
     raw = pl.read_ndjson(io.BytesIO(chunk), schema=_READ_SCHEMA)
-    n_lines = chunk.count(b"\n") + (0 if chunk.endswith(b"\n") or not chunk else 1)
-    if raw.height == n_lines:
-        line_nos = pl.int_range(first_line_no, first_line_no + n_lines, eager=True, dtype=pl.Int64)
-    else:
-        numbered = [i for i, line in enumerate(chunk.split(b"\n")) if line.strip()]
-        if len(numbered) != raw.height:
-            raise _Fallback
-        line_nos = pl.Series([first_line_no + i for i in numbered], dtype=pl.Int64)
     if raw.height and raw.get_column("message").null_count() < raw.height:
-        return _unwrap_fast(raw), line_nos
-    return raw.with_columns(timestamp=pl.lit(None, dtype=pl.String)), line_nos
+        return _unwrap_fast(raw), None
+    return raw.with_columns(timestamp=pl.lit(None, dtype=pl.String)), None
+
+
+def _line_numbers(chunk: bytes, first_line_no: int) -> list[int]:
+    """The line number of every non-blank line of ``chunk``."""
+    return [first_line_no + i for i, line in enumerate(chunk.split(b"\n")) if line.strip()]
 
 
 def _unwrap_fast(raw: pl.DataFrame) -> pl.DataFrame:
@@ -118,12 +170,10 @@ def _unwrap_fast(raw: pl.DataFrame) -> pl.DataFrame:
 
 
 def _with_extra_fast(raw: pl.DataFrame, body: bytes) -> pl.DataFrame:
-    """Add ``extra`` (unknown fields as JSON); cheap when every key is a known one."""
+    """Add ``extra`` (unknown fields as JSON); line by line only when a sample shows some."""
     if "extra" in raw.columns:
         return raw
-    keys = body.count(b'":')
-    cells = sum(raw.select(pl.all().exclude(WRAPPER).count()).row(0)) if raw.height else 0
-    if keys == cells:
+    if not any(_unknown_keys(line) for line in _sample_lines(body)):
         return raw.with_columns(extra=pl.lit(None, dtype=pl.String))
     try:
         extras = _extras_by_line(body)
@@ -132,6 +182,30 @@ def _with_extra_fast(raw: pl.DataFrame, body: bytes) -> pl.DataFrame:
     if len(extras) != raw.height:
         raise _Fallback
     return raw.with_columns(extra=pl.Series(extras, dtype=pl.String))
+
+
+def _sample_lines(body: bytes) -> Iterator[bytes]:
+    """Every line of a small chunk; of a large one the first and last lines and a spread."""
+    if len(body) <= SAMPLE_ALL_BYTES:
+        yield from body.split(b"\n")
+        return
+    step = max(len(body) // SAMPLE_SPREAD, 1)
+    yield from body[:SAMPLE_ALL_BYTES // 2].split(b"\n")[:-1]
+    yield from body[-SAMPLE_ALL_BYTES // 2:].split(b"\n")[1:]
+    for offset in range(SAMPLE_ALL_BYTES // 2, len(body) - SAMPLE_ALL_BYTES // 2, step):
+        start = body.find(b"\n", offset) + 1
+        end = body.find(b"\n", start)
+        yield body[start:end if end >= 0 else len(body)]
+
+
+def _unknown_keys(line: bytes) -> bool:
+    if not line.strip():
+        return False
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and any(key not in _READ_SCHEMA for key in record)
 
 
 def _extras_by_line(body: bytes) -> list[str | None]:
@@ -252,15 +326,20 @@ def _text(line: bytes) -> str:
 
 
 # -- normalising ------------------------------------------------------------------------------
-def _finish(raw: pl.DataFrame, line_nos: Iterable[int] | pl.Series, rejects: list[tuple[int, str, str]],
+def _finish(raw: pl.DataFrame, line_nos: list[int] | None, rejects: list[tuple[int, str, str]],
             chunk: bytes, first_line_no: int) -> Parsed:
     """Normalise decoded records; records without a readable start time become rejects."""
-    rows = raw.select(_columns()).with_columns(_line=pl.Series(line_nos, dtype=pl.Int64))
+    rows = _normalise(raw)
     bad = rows.get_column("ts").is_null()
     if bad.any():
-        rejects = rejects + _time_rejects(raw.filter(bad), rows.filter(bad), chunk, first_line_no)
+        if line_nos is None:
+            line_nos = _line_numbers(chunk, first_line_no)
+        if len(line_nos) != raw.height:
+            raise AssertionError("lattice: lines and records out of step")  # a bug, not bad input
+        numbered = rows.with_columns(_line=pl.Series(line_nos, dtype=pl.Int64)).filter(bad)
+        rejects = rejects + _time_rejects(raw.filter(bad), numbered, chunk, first_line_no)
         rows = rows.filter(~bad)
-    return Parsed(rows=rows.drop("_line"), rejects=rejects)
+    return Parsed(rows=rows, rejects=rejects)
 
 
 def _time_rejects(raw: pl.DataFrame, rows: pl.DataFrame, chunk: bytes, first_line_no: int) -> list[tuple[int, str, str]]:
@@ -284,11 +363,16 @@ def _principal(name: str) -> pl.Expr:
     return pl.when(col.is_in(list(_NO_PRINCIPAL)).not_()).then(col)
 
 
-def _ts() -> pl.Expr:
-    start = pl.col("startTime")
-    parsed = [start.str.to_datetime(fmt, time_unit="us", time_zone="UTC", strict=False) for fmt in _TS_FORMATS]
-    wrapper = pl.from_epoch(pl.col("timestamp").cast(pl.Int64, strict=False), time_unit="ms").dt.replace_time_zone("UTC")
-    return pl.coalesce(*parsed, wrapper.cast(pl.Datetime("us", "UTC"))).alias("ts")
+def _ts(frame: pl.DataFrame) -> pl.Series:
+    """startTime as UTC datetimes; other ISO forms and the CloudWatch timestamp as fallbacks."""
+    start = frame.get_column("startTime")
+    ts = start.str.to_datetime(_TS_FORMATS[0], time_unit="us", time_zone="UTC", strict=False)
+    if ts.null_count() > start.null_count() or start.null_count():
+        tries = [start.str.to_datetime(f, time_unit="us", time_zone="UTC", strict=False) for f in _TS_FORMATS[1:]]
+        epoch = frame.get_column("timestamp").cast(pl.Int64, strict=False)
+        wrapper = pl.from_epoch(epoch, time_unit="ms").dt.replace_time_zone("UTC").cast(pl.Datetime("us", "UTC"))
+        ts = pl.select(pl.coalesce(ts, *tries, wrapper)).to_series()
+    return ts.alias("ts")
 
 
 def _ip(name: str) -> pl.Expr:
@@ -299,37 +383,58 @@ def _arn_part(name: str, index: int) -> pl.Expr:
     return _present(name).str.split(":").list.get(index, null_on_oob=True)
 
 
-def _columns() -> list[pl.Expr]:
-    x509_present = pl.any_horizontal([_principal(n).is_not_null() for n in _X509])
-    principal = _principal("callerPrincipal")
+def _row_columns() -> list[pl.Expr]:
+    """Columns that differ from request to request."""
     return [
-        _ts(),
         pl.col("duration").cast(pl.Float64, strict=False).alias("duration_ms"),
-        principal.alias("caller_principal"),
-        _present("targetGroupArn").str.extract(r"([^/]+)$").alias("target_group"),
         _present("requestMethod").alias("method"),
-        _present("requestPath").str.extract(r"^([^?#]*)").alias("path"),
+        _present("requestPath").str.split_exact("?", 1).struct.field("field_0").alias("path"),
         pl.col("responseCode").cast(pl.Int32, strict=False).alias("status"),
         pl.col("bytesReceived").cast(pl.Int64, strict=False).alias("bytes_in"),
         pl.col("bytesSent").cast(pl.Int64, strict=False).alias("bytes_out"),
         _present("protocol").alias("protocol"),
         _present("userAgent").alias("user_agent"),
         _present("tlsVersion").alias("tls_version"),
-        (principal.is_not_null() | x509_present).alias("authenticated"),
-        x509_present.alias("mtls"),
         _present("authDeniedReason").alias("auth_denied_reason"),
         _present("failureReason").alias("failure_reason"),
-        pl.coalesce(_arn_part("serviceNetworkArn", 4), _arn_part("serviceArn", 4)).alias("account"),
-        pl.coalesce(_arn_part("serviceNetworkArn", 3), _arn_part("serviceArn", 3)).alias("region"),
-        _present("serviceNetworkArn").str.extract(r"([^/]+)$").alias("service_network"),
         _ip("sourceIpPort").alias("source_ip"),
         _ip("targetIpPort").alias("target_ip"),
         _present("requestId").alias("request_id"),
         pl.col("extra"),
+    ]
+
+
+_DIMENSION_INPUTS = ["serviceNetworkArn", "serviceArn", "targetGroupArn", "hostHeader",
+                     "serverNameIndication", "callerPrincipal", "resolvedUser", *_X509]
+
+
+def _dimension_columns() -> list[pl.Expr]:
+    """Columns derived from the few distinct ARNs, hosts and principals (computed once each)."""
+    x509_present = pl.any_horizontal([_principal(n).is_not_null() for n in _X509])
+    principal = _principal("callerPrincipal")
+    return [
+        principal.alias("caller_principal"),
+        _present("targetGroupArn").str.extract(r"([^/]+)$").alias("target_group"),
+        (principal.is_not_null() | x509_present).alias("authenticated"),
+        x509_present.alias("mtls"),
+        pl.coalesce(_arn_part("serviceNetworkArn", 4), _arn_part("serviceArn", 4)).alias("account"),
+        pl.coalesce(_arn_part("serviceNetworkArn", 3), _arn_part("serviceArn", 3)).alias("region"),
+        _present("serviceNetworkArn").str.extract(r"([^/]+)$").alias("service_network"),
         pl.coalesce(_present("hostHeader"), _present("serverNameIndication")).alias("_host"),
         _present("serviceArn").alias("_service_ref"),
-        pl.concat_list([_principal(n) for n in ("resolvedUser",) + _X509]).list.drop_nulls().alias("_principals"),
+        pl.concat_str([_principal(n) for n in ("resolvedUser",) + _X509], separator=SEP,
+                      ignore_nulls=True).alias("_principals"),
     ]
+
+
+_DIMENSIONS = DistinctMap(_DIMENSION_INPUTS, lambda small: small.select(_dimension_columns()))
+"""Remembers the dimension columns of every distinct tuple seen (a pure function's memo)."""
+
+
+def _normalise(raw: pl.DataFrame) -> pl.DataFrame:
+    """Decoded string fields -> canonical columns plus identity hints."""
+    dims = _DIMENSIONS.apply(raw)
+    return pl.concat([raw.select(_row_columns()).with_columns(_ts(raw)), dims], how="horizontal")
 
 
 def iter_fields() -> Iterator[str]:

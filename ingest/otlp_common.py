@@ -167,13 +167,13 @@ def first_attr(attrs: Mapping[str, Any], names: tuple[str, ...]) -> Any:
 
 
 def _as_str(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value if isinstance(value, str) else str(value)
+    if value is None or value.__class__ is str:
+        return value  # type: ignore[no-any-return]
+    return json.dumps(value, default=str) if isinstance(value, (list, dict)) else str(value)
 
 
 def _as_status(value: Any) -> int | None:
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value if 0 <= value < 2**31 else None
@@ -184,28 +184,49 @@ def _as_status(value: Any) -> int | None:
     return None
 
 
-def _path_of(attrs: Mapping[str, Any]) -> str | None:
+def _path_of(path: Any, url: Any) -> str | None:
     """url.path / http.target without the query, else the path of url.full / http.url."""
-    path = _as_str(first_attr(attrs, ATTRIBUTE_NAMES["path"]))
+    path = _as_str(path)
     if path is None:
-        url = _as_str(first_attr(attrs, ATTRIBUTE_NAMES["url"]))
+        url = _as_str(url)
         if url is None:
             return None
         scheme_end = url.find("://")
-        path = url[url.find("/", scheme_end + 3):] if scheme_end >= 0 and url.find("/", scheme_end + 3) >= 0 else None
-        if path is None:
+        slash = url.find("/", scheme_end + 3) if scheme_end >= 0 else -1
+        if slash < 0:
             return None
-    cut = min((i for i in (path.find("?"), path.find("#")) if i >= 0), default=-1)
-    return path[:cut] if cut >= 0 else path
+        path = url[slash:]
+    if "?" in path or "#" in path:
+        cut = min(i for i in (path.find("?"), path.find("#")) if i >= 0)
+        return path[:cut]
+    return path
 
 
-def _rpc_parts(attrs: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """rpc.service and rpc.method; the new fully-qualified ``pkg.Service/Method`` is split."""
-    service = _as_str(first_attr(attrs, ATTRIBUTE_NAMES["rpc_service"]))
-    method = _as_str(first_attr(attrs, ATTRIBUTE_NAMES["rpc_method"]))
-    if service is None and method and "/" in method:
-        service = method.rsplit("/", 1)[0] or None
-    return service, method
+_EMPTY_DERIVED = (None,) * 8
+_NAMES = ATTRIBUTE_NAMES
+
+
+def derive(attrs: Mapping[str, Any]) -> tuple[Any, ...]:
+    """http_status, method, route, path, peer_service, server_address, rpc_service, rpc_method."""
+    if not attrs:
+        return _EMPTY_DERIVED
+    rpc_service = _as_str(first_attr(attrs, _NAMES["rpc_service"]))
+    rpc_method = _as_str(first_attr(attrs, _NAMES["rpc_method"]))
+    if rpc_service is None and rpc_method and "/" in rpc_method:
+        rpc_service = rpc_method.rsplit("/", 1)[0] or None
+    return (
+        _as_status(first_attr(attrs, _NAMES["http_status"])),
+        _as_str(first_attr(attrs, _NAMES["method"])),
+        _as_str(first_attr(attrs, _NAMES["route"])),
+        _path_of(first_attr(attrs, _NAMES["path"]), first_attr(attrs, _NAMES["url"])),
+        _as_str(first_attr(attrs, _NAMES["peer_service"])),
+        _as_str(first_attr(attrs, _NAMES["server_address"])),
+        rpc_service,
+        rpc_method,
+    )
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False).encode
 
 
 def attributes_json(attrs: Mapping[str, Any]) -> str | None:
@@ -213,9 +234,9 @@ def attributes_json(attrs: Mapping[str, Any]) -> str | None:
     if not attrs:
         return None
     try:
-        return json.dumps(attrs, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return _ENCODE(attrs)
     except ValueError:  # NaN/Infinity doubles: keep them as strings, JSON has no such numbers
-        return json.dumps(_finite(attrs), ensure_ascii=False, separators=(",", ":"))
+        return _ENCODE(_finite(attrs))
 
 
 def _finite(value: Any) -> Any:
@@ -230,23 +251,24 @@ def _finite(value: Any) -> Any:
 
 # -- the columns ----------------------------------------------------------------------------
 
-_COLUMNS = (
+COLUMNS = (
     "trace_id", "span_id", "parent_span_id", "name", "kind", "service", "version", "env",
-    "start_ns", "end_ns", "status_code", "status_message", "http_status", "method", "route",
-    "path", "peer_service", "server_address", "rpc_service", "rpc_method", "exception_type",
-    "exception_message", "attributes",
+    "start_ns", "end_ns", "status_code", "status_message",
+    "http_status", "method", "route", "path", "peer_service", "server_address", "rpc_service", "rpc_method",
+    "exception_type", "exception_message", "attributes",
 )
+"""The order of the values in a span row (``SpanColumns.rows``)."""
 
 
 @dataclass
 class SpanColumns:
-    """Spans collected column by column (lists), plus the rejects met on the way."""
+    """Spans collected as row tuples (in ``COLUMNS`` order), plus the rejects met on the way."""
 
-    cols: dict[str, list[Any]] = field(default_factory=lambda: {c: [] for c in _COLUMNS})
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
     rejects: list[tuple[int, str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.cols["trace_id"])
+        return len(self.rows)
 
     def add(
         self, resource: Resource, *, trace_id: str, span_id: str, parent_span_id: str, name: str,
@@ -254,24 +276,11 @@ class SpanColumns:
         attrs: Mapping[str, Any], exception: tuple[str | None, str | None],
     ) -> None:
         """Append one span; the derived columns are read from ``attrs``."""
-        c = self.cols
-        rpc_service, rpc_method = _rpc_parts(attrs)
-        for key, value in (
-            ("trace_id", trace_id), ("span_id", span_id), ("parent_span_id", parent_span_id),
-            ("name", name), ("kind", kind), ("service", resource.service),
-            ("version", resource.version), ("env", resource.env), ("start_ns", start_ns),
-            ("end_ns", end_ns), ("status_code", status_code), ("status_message", status_message or None),
-            ("http_status", _as_status(first_attr(attrs, ATTRIBUTE_NAMES["http_status"]))),
-            ("method", _as_str(first_attr(attrs, ATTRIBUTE_NAMES["method"]))),
-            ("route", _as_str(first_attr(attrs, ATTRIBUTE_NAMES["route"]))),
-            ("path", _path_of(attrs)),
-            ("peer_service", _as_str(first_attr(attrs, ATTRIBUTE_NAMES["peer_service"]))),
-            ("server_address", _as_str(first_attr(attrs, ATTRIBUTE_NAMES["server_address"]))),
-            ("rpc_service", rpc_service), ("rpc_method", rpc_method),
-            ("exception_type", exception[0]), ("exception_message", exception[1]),
-            ("attributes", attributes_json(attrs)),
-        ):
-            c[key].append(value)
+        self.rows.append(
+            (trace_id, span_id, parent_span_id, name, kind, resource.service, resource.version,
+             resource.env, start_ns, end_ns, status_code, status_message or None)
+            + derive(attrs) + exception + (attributes_json(attrs),)
+        )
 
     def reject(self, line_no: int, reason: str, raw: str) -> None:
         """Record something that could not be read."""
@@ -279,13 +288,16 @@ class SpanColumns:
 
     def extend(self, other: "SpanColumns") -> None:
         """Append every span and reject of ``other``."""
-        for key, values in other.cols.items():
-            self.cols[key].extend(values)
+        self.rows.extend(other.rows)
         self.rejects.extend(other.rejects)
 
     def to_table(self, *, source_format: str, source_file: str) -> pa.Table:
         """The spans as a table of exactly ``meshlens.schema.SPANS``."""
-        return build_table(self.cols, source_format=source_format, source_file=source_file)
+        if self.rows:
+            columns = dict(zip(COLUMNS, map(list, zip(*self.rows))))
+        else:
+            columns = {c: [] for c in COLUMNS}
+        return build_table(columns, source_format=source_format, source_file=source_file)
 
 
 def build_table(cols: Mapping[str, list[Any]], *, source_format: str, source_file: str) -> pa.Table:
@@ -301,8 +313,8 @@ def build_table(cols: Mapping[str, list[Any]], *, source_format: str, source_fil
         if fld.name in cols and fld.name not in arrays:
             arrays[fld.name] = pa.array(cols[fld.name], fld.type)
     arrays["route"] = _fill_routes(arrays["route"], arrays["path"])
-    arrays["source_format"] = pa.array([source_format] * n, pa.string())
-    arrays["source_file"] = pa.array([source_file] * n, pa.string())
+    arrays["source_format"] = pa.repeat(pa.scalar(source_format, pa.string()), n)
+    arrays["source_file"] = pa.repeat(pa.scalar(source_file, pa.string()), n)
     return pa.Table.from_arrays([arrays[f.name] for f in schema.SPANS], schema=schema.SPANS)
 
 
@@ -312,24 +324,25 @@ def _fill_routes(route: pa.Array, path: pa.Array) -> pa.Array:
     missing = pc.and_(pc.is_null(route), pc.is_valid(path))
     if template is None or not pc.any(missing).as_py():
         return route
-    cache: dict[str, str | None] = {}
-    out = route.to_pylist()
-    for i, (r, p) in enumerate(zip(out, path.to_pylist())):
-        if r is None and p is not None:
-            if p not in cache:
-                cache[p] = template(p)
-            out[i] = cache[p]
-    return pa.array(out, pa.string())
+    templated = template(pa.chunked_array([path]) if isinstance(path, pa.Array) else path)
+    return pc.if_else(pc.is_null(route), templated, route)
 
 
 @functools.cache
-def _template_function() -> Callable[[str], str] | None:
-    """meshlens.routes.template_path, imported lazily (None while it does not exist)."""
+def _template_function() -> Callable[[pa.ChunkedArray], pa.Array] | None:
+    """Vectorised meshlens.routes.template_series, imported lazily (None while it is absent)."""
     try:
-        from meshlens.routes import template_path
+        import polars as pl
+
+        from meshlens.routes import template_series
     except ImportError:
         return None
-    return template_path  # type: ignore[no-any-return]
+
+    def template(paths: pa.ChunkedArray) -> pa.Array:
+        series = template_series(pl.Series("path", paths, dtype=pl.String))
+        return series.to_arrow().cast(pa.string())
+
+    return template
 
 
 def rejects_table(rejects: list[tuple[int, str, str]], *, source_file: str, source_format: str) -> pa.Table:

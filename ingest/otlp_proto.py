@@ -21,6 +21,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from ingest import otlp_wire
 from ingest.otlp_common import (
     EXCEPTION_EVENT,
     EXCEPTION_MESSAGE,
@@ -28,6 +29,7 @@ from ingest.otlp_common import (
     KINDS,
     STATUS_CODES,
     SpanColumns,
+    derive,
     resource_from_attributes,
 )
 
@@ -130,7 +132,7 @@ def parse_request(body: bytes) -> SpanColumns:
 def read_message(message: bytes, out: SpanColumns, *, line_no: int) -> None:
     """Decode one ExportTraceServiceRequest into ``out`` (a reject when undecodable)."""
     try:
-        request = ExportTraceServiceRequest.FromString(message)
+        request = otlp_wire.Request.FromString(message)
     except DecodeError as exc:
         out.reject(line_no, f"not a valid OTLP protobuf message ({exc})", _raw(message))
         return
@@ -141,77 +143,71 @@ def _raw(data: bytes) -> str:
     return "base64:" + base64.b64encode(data[:49152]).decode("ascii")
 
 
+_CACHE = otlp_wire.AttributeCache()
+
+
 def read_request(request: Any, out: SpanColumns, *, line_no: int) -> None:
-    """Append every span of a decoded request to ``out``."""
+    """Append every span of a decoded (``otlp_wire.Request``) request to ``out``."""
     for rs in request.resource_spans:
-        resource = resource_from_attributes(attributes(rs.resource.attributes))
+        try:
+            resource = resource_from_attributes(dict(map(_CACHE.__getitem__, rs.resource.attributes)))
+        except otlp_wire.BadAttribute as exc:
+            out.reject(line_no, f"resource: {exc}", _raw(rs.SerializeToString()))
+            continue
+        head = (resource.service, resource.version, resource.env)
         for scope in rs.scope_spans:
-            for span in scope.spans:
-                _read_span(span, resource, out, line_no)
+            _read_spans(scope.spans, head, out, line_no)
 
 
-def _read_span(span: Any, resource: Any, out: SpanColumns, line_no: int) -> None:
+def _read_spans(spans: Any, head: tuple[Any, ...], out: SpanColumns, line_no: int) -> None:
+    """The hot loop: one row tuple per span, attributes through the cache."""
+    rows, cache, lookup = out.rows, _CACHE, _CACHE.__getitem__
+    for span in spans:
+        trace_id, span_id, parent, kind = span.trace_id, span.span_id, span.parent_span_id, span.kind
+        status = span.status
+        code, start = status.code, span.start_time_unix_nano
+        if (len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8) or not start
+                or not 0 <= kind < 6 or not 0 <= code < 3 or not any(trace_id) or not any(span_id)):
+            out.reject(line_no, f"span: {_span_problem(span)}", _raw(span.SerializeToString()))
+            continue
+        raws = span.attributes
+        try:
+            attrs = dict(map(lookup, raws))
+            exception = _exception(span.events) if span.events else _NO_EXCEPTION
+        except otlp_wire.BadAttribute as exc:
+            out.reject(line_no, f"span: {exc}", _raw(span.SerializeToString()))
+            continue
+        rows.append(
+            (trace_id.hex(), span_id.hex(), parent.hex(), span.name, KINDS[kind]) + head
+            + (start, span.end_time_unix_nano or None, STATUS_CODES[code], status.message or None)
+            + derive(attrs) + exception + ((cache.json(raws) if raws else None),)
+        )
+
+
+_NO_EXCEPTION = (None, None)
+
+
+def _span_problem(span: Any) -> str:
+    """Why a span cannot be stored (the hot loop only knows that it cannot)."""
     trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
-    reason = _bad_ids(trace_id, span_id, parent) or _bad_enums(span)
-    if not reason and not span.start_time_unix_nano:
-        reason = "startTimeUnixNano is missing"
-    if reason:
-        out.reject(line_no, f"span: {reason}", _raw(span.SerializeToString()))
-        return
-    status = span.status
-    out.add(
-        resource, trace_id=trace_id.hex(), span_id=span_id.hex(), parent_span_id=parent.hex(),
-        name=span.name, kind=KINDS[span.kind], start_ns=span.start_time_unix_nano,
-        end_ns=span.end_time_unix_nano or None, status_code=STATUS_CODES[status.code],
-        status_message=status.message, attrs=attributes(span.attributes),
-        exception=_exception(span.events) if span.events else (None, None),
-    )
-
-
-def _bad_ids(trace_id: bytes, span_id: bytes, parent: bytes) -> str:
     if len(trace_id) != 16 or not any(trace_id):
         return f"trace_id {trace_id.hex()!r} is not 16 non-zero bytes"
     if len(span_id) != 8 or not any(span_id):
         return f"span_id {span_id.hex()!r} is not 8 non-zero bytes"
     if parent and len(parent) != 8:
         return f"parent_span_id {parent.hex()!r} is not 8 bytes"
-    return ""
-
-
-def _bad_enums(span: Any) -> str:
     if not 0 <= span.kind < len(KINDS):
         return f"unknown span kind {span.kind}"
     if not 0 <= span.status.code < len(STATUS_CODES):
         return f"unknown status code {span.status.code}"
-    return ""
+    return "startTimeUnixNano is missing"
 
 
 def _exception(events: Any) -> tuple[str | None, str | None]:
+    """exception.type and exception.message of the first ``exception`` event."""
     for event in events:
         if event.name == EXCEPTION_EVENT:
-            attrs = attributes(event.attributes)
+            attrs = dict(map(_CACHE.__getitem__, event.attributes))
             etype, message = attrs.get(EXCEPTION_TYPE), attrs.get(EXCEPTION_MESSAGE)
             return (None if etype is None else str(etype)), (None if message is None else str(message))
-    return None, None
-
-
-def attributes(items: Any) -> dict[str, Any]:
-    """A repeated KeyValue -> {key: plain value}."""
-    return {kv.key: any_value(kv.value) for kv in items}
-
-
-def any_value(value: Any) -> Any:
-    """An AnyValue message -> a plain Python value (bytes become base64 text)."""
-    text = value.string_value
-    if text:
-        return text
-    which = value.WhichOneof("value")
-    if which is None or which == "string_value":
-        return None if which is None else ""
-    if which == "array_value":
-        return [any_value(v) for v in value.array_value.values]
-    if which == "kvlist_value":
-        return attributes(value.kvlist_value.values)
-    if which == "bytes_value":
-        return base64.b64encode(value.bytes_value).decode("ascii")
-    return getattr(value, which)
+    return _NO_EXCEPTION

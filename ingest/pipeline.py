@@ -28,8 +28,8 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from ingest import FORMATS, detect, get_format, sources
-from ingest.parsed import Parsed
+from ingest import FORMATS, SPAN_FORMATS, detect, get_format, sources
+from ingest.parsed import NotFast, Parsed
 from meshlens import inventory as inventory_mod
 from meshlens import schema
 from meshlens.errors import InputError
@@ -91,7 +91,7 @@ def ingest_paths(
 ) -> IngestSummary:
     """Take files, folders (recursively) and ``-`` (stdin) into the lake."""
     settings = settings or Settings()
-    module = None if fmt == "auto" else get_format(fmt)
+    module = None if fmt == "auto" else (SPAN_FORMATS.get(fmt) or get_format(fmt))
     resolver = Resolver(load_inventory(lake, inventory, settings=settings))
     spool = lake.root / ".spool"
     found = sources.expand(list(paths), spool_dir=spool)
@@ -152,6 +152,10 @@ def _ingest_file(lake: Lake, source: sources.Source, *, module: ModuleType | Non
     if lake.manifest_entry(digest) is not None:
         summary.files_skipped += 1
         return
+    span_module = _span_format(source, module)
+    if span_module is not None:  # OTLP traces go to the spans table (traces engineer)
+        _ingest_spans(lake, source, span_module, digest=digest, summary=summary)
+        return
     head = _head(source)
     chosen = None if head is None else module or _detect(head, source)
     if head is None or chosen is None:
@@ -171,6 +175,31 @@ def _ingest_file(lake: Lake, source: sources.Source, *, module: ModuleType | Non
         rows_rejected=counts.rejected, ingested_at=now_utc().isoformat(),
     ))
     _add(summary, counts, chosen.NAME)
+
+
+def _span_format(source: sources.Source, module: ModuleType | None) -> ModuleType | None:
+    """The OTLP span format named or detected for a file (None: an access-log file)."""
+    if module is not None:
+        return module if module.NAME in SPAN_FORMATS else None
+    try:
+        with sources.Reader(source) as reader:
+            head = reader.read(sources.HEAD_BYTES)
+    except InputError:
+        return None  # the access-log path reports unreadable files
+    return next((m for m in SPAN_FORMATS.values() if m.sniff(head)), None)
+
+
+def _ingest_spans(lake: Lake, source: sources.Source, module: ModuleType, *, digest: str,
+                  summary: IngestSummary) -> None:
+    """Take an OTLP file into ``spans`` (ingest.otlp applies the same manifest/quarantine rules)."""
+    from ingest.otlp import ingest_span_file
+
+    with sources.Reader(source) as reader:
+        data = sources.read_all(reader)
+    result = ingest_span_file(lake, source.name, data, fmt=module.NAME, content_hash=digest,
+                              size=_size(source.path))
+    _add(summary, _Counts(result.rows_read, result.rows_stored, result.rows_rejected,
+                          result.dates_touched), module.NAME)
 
 
 def _add(summary: IngestSummary, counts: _Counts, fmt: str) -> None:
@@ -209,33 +238,51 @@ def _remove_stem(lake: Lake, stem: str) -> None:
     lake.remove_stem("_quarantine", stem)
 
 
-def _chunks(reader: sources.Reader, module: ModuleType, head: bytes, settings: Settings) -> Iterator[tuple[int, bytes]]:
+def _parsed_chunks(reader: sources.Reader, module: ModuleType, head: bytes,
+                   settings: Settings) -> Iterator[Parsed]:
+    """The careful path: whole lines in bounded chunks, each parsed by the format module."""
     whole = getattr(module, "whole_file", None)
     if whole is not None and whole(head):
-        yield 1, sources.read_all(reader)
+        yield module.parse(sources.read_all(reader), first_line_no=1)
         return
-    yield from sources.chunks(reader, max_lines=int(settings["chunk_lines"]))
+    for line_no, chunk in sources.chunks(reader, max_lines=int(settings["chunk_lines"])):
+        yield module.parse(chunk, first_line_no=line_no)
 
 
 def _take_in(lake: Lake, source: sources.Source, module: ModuleType, *, head: bytes, stem: str,
              resolver: Resolver, settings: Settings, tracker: _Tracker) -> _Counts:
-    """Parse and publish every chunk; writing chunk i overlaps parsing chunk i+1."""
+    """Publish the file: the format's fast reader when it has one and can, else chunk by chunk."""
+    scan = getattr(module, "scan_file", None)
+    if scan is not None and not sources.is_gzip(source.path):
+        try:
+            parts = scan(source.path, head=head, batch_rows=int(settings["chunk_lines"]))
+            return _publish(lake, source, module, parts, stem=stem, resolver=resolver,
+                            position=lambda: _size(source.path), tracker=tracker)
+        except NotFast:
+            _remove_stem(lake, stem)
+    with sources.Reader(source) as reader:
+        parts = _parsed_chunks(reader, module, head, settings)
+        return _publish(lake, source, module, parts, stem=stem, resolver=resolver,
+                        position=lambda: reader.position, tracker=tracker)
+
+
+def _publish(lake: Lake, source: sources.Source, module: ModuleType, parts: Iterator[Parsed], *,
+             stem: str, resolver: Resolver, position: Callable[[], int], tracker: _Tracker) -> _Counts:
+    """Normalise and write every part; writing part i overlaps parsing part i+1."""
     counts = _Counts()
     pending: Future[list[str]] | None = None
-    with sources.Reader(source) as reader, ThreadPoolExecutor(max_workers=1) as writer:
-        for index, (line_no, chunk) in enumerate(_chunks(reader, module, head, settings)):
-            parsed = module.parse(chunk, first_line_no=line_no)
-            del chunk
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        for index, parsed in enumerate(parts):
+            part_stem = f"{stem}-{index:05d}"
             table, rejects = to_requests(parsed, resolver=resolver, fmt=module.NAME, source_file=source.name)
             counts.read += parsed.rows.height + len(parsed.rejects)
             counts.stored += table.num_rows
             counts.rejected += len(rejects)
-            _quarantine(lake, rejects, source=source.name, fmt=module.NAME, stem=f"{stem}-{index:05d}")
+            _quarantine(lake, rejects, source=source.name, fmt=module.NAME, stem=part_stem)
             if pending is not None:
                 counts.dates.update(pending.result())
-            pending = writer.submit(lake.write_partitioned, "requests", table, ts_column="ts",
-                                    stem=f"{stem}-{index:05d}")
-            tracker.chunk_done(source, reader.position)
+            pending = writer.submit(lake.write_partitioned, "requests", table, ts_column="ts", stem=part_stem)
+            tracker.chunk_done(source, position())
         if pending is not None:
             counts.dates.update(pending.result())
     return counts

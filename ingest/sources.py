@@ -149,24 +149,27 @@ def chunks(reader: Reader, *, max_bytes: int = CHUNK_BYTES, max_lines: int = 250
     carry = b""
     while True:
         block = reader.read(max_bytes)
-        buf = carry + block if carry else block
         if not block:
-            if buf:
-                yield line_no, buf
+            if carry:
+                yield line_no, carry
             return
-        cut = buf.rfind(b"\n") + 1
-        if cut == 0:  # one line longer than a block: keep reading
-            carry = buf
+        cut = block.rfind(b"\n") + 1
+        if cut == 0:  # no line ends in this block: keep reading
+            carry += block
             continue
-        for piece in _split_lines(buf[:cut] if cut < len(buf) else buf, max_lines=max_lines):
-            yield line_no, piece
-            line_no += piece.count(b"\n")
-        carry = buf[cut:]
+        piece = b"".join((carry, memoryview(block)[:cut])) if carry or cut < len(block) else block
+        carry = block[cut:]
+        del block
+        for part, lines in _split_lines(piece, max_lines=max_lines):
+            yield line_no, part
+            line_no += lines
 
 
-def _split_lines(data: bytes, *, max_lines: int) -> Iterator[bytes]:
-    if data.count(b"\n") <= max_lines:
-        yield data
+def _split_lines(data: bytes, *, max_lines: int) -> Iterator[tuple[bytes, int]]:
+    """``data`` (and its line count) in pieces of at most ``max_lines`` lines."""
+    total = data.count(b"\n")
+    if total <= max_lines:
+        yield data, total
         return
     start = 0
     while start < len(data):
@@ -176,7 +179,7 @@ def _split_lines(data: bytes, *, max_lines: int) -> Iterator[bytes]:
             if pos < 0:
                 break
         end = len(data) if pos < 0 else pos + 1
-        yield data[start:end]
+        yield data[start:end], data.count(b"\n", start, end)
         start = end
 
 

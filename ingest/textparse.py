@@ -58,15 +58,22 @@ def match_lines(
         if rest.height == 0:
             break
     rows = pl.concat(matched, how="diagonal_relaxed")
+    if sum(1 for part in matched if part.height) > 1:
+        rows = rows.sort(LINE_NO)  # keep the lines' order
     names = dict.fromkeys(n for p in patterns for n in re.findall(r"\(\?P<(\w+)>", p))
     missing = [pl.lit(None, dtype=pl.String).alias(n) for n in names if n not in rows.columns]
     return rows.with_columns(missing), rejects_of(rest, reason=reason)
 
 
+PARALLEL_MIN_LINES = 20_000
+"""From this many lines on, regexes run on the streaming engine (all cores, in slices)."""
+
+
 def _extract(frame: pl.DataFrame, pattern: str) -> pl.DataFrame:
-    """Named groups of ``pattern`` as columns, computed in parallel over slices of lines."""
-    lazy = frame.lazy().with_columns(pl.col(RAW).str.extract_groups(pattern).alias("_m"))
-    return lazy.unnest("_m").collect(engine="streaming")
+    """Named groups of ``pattern`` as columns; big frames are split over all cores."""
+    lazy = frame.lazy().with_columns(pl.col(RAW).str.extract_groups(pattern).alias("_m")).unnest("_m")
+    engine = "streaming" if frame.height >= PARALLEL_MIN_LINES else "in-memory"
+    return lazy.collect(engine=engine)
 
 
 def split_bad(frame: pl.DataFrame, bad: pl.Expr, *, reason: str) -> tuple[pl.DataFrame, Rejects]:

@@ -29,7 +29,6 @@ import fnmatch
 import ipaddress
 import re
 from collections.abc import Callable
-from functools import lru_cache
 
 import polars as pl
 
@@ -84,6 +83,8 @@ class Resolver:
         self.groups = {_tail(tg.id): tg for tg in inv.target_groups}
         self.networks = {_tail(n): e.name for e in inv.envs for n in e.service_networks}
         self.accounts = {a: e.name for e in inv.envs for a in e.accounts}
+        self._hints = DistinctMap(list(HINTS), self._compute_hints)
+        self._ips = DistinctMap(["_ip"], self._compute_ips)
 
     # -- single values (called once per distinct value) ------------------------------------
     def callee_of(self, service_ref: str | None, host: str | None, cluster: str | None) -> str | None:
@@ -130,72 +131,80 @@ class Resolver:
             return self.networks[_tail(service_network)]
         return self.accounts.get(account or "")
 
-    # -- frames -----------------------------------------------------------------------------
+    def resolve_row(self, key: tuple[str | None, ...]) -> tuple[str | None, ...]:
+        """(service, version, caller, caller_principal, env) of one distinct tuple of hints."""
+        service, version, caller, principal, principals, ref, host, cluster, tg, network, account = key
+        candidates = [p for p in ([principal] + (principals or "").split(SEP)) if p]
+        group = self.groups.get(_tail(tg or ""))
+        subset = m.group("subset") if (m := _ISTIO_CLUSTER.match(cluster or "")) else None
+        service = (service or self.callee_of(ref, host, cluster) or (group.service if group else None)
+                   or (_tail(ref) if ref else None) or UNKNOWN)
+        version = (group.version if group else None) or version or subset or tg
+        caller = caller or self.caller_of(candidates)
+        return service, version, caller, candidates[0] if candidates else None, self.env_of(network, account)
+
     def resolve(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Fill service, version, caller, caller_principal, env (hint columns are left in place)."""
-        frame = _ensure(frame, ("service", "version", "caller", "caller_principal", "target_group",
-                                "service_network", "account", "source_ip", "_host", "_service_ref",
-                                "_upstream_cluster"))
-        frame = self._resolve_callee(frame)
-        frame = self._resolve_version(frame)
-        frame = self._resolve_caller(frame)
-        env = _map_unique(frame, [pl.col("service_network"), pl.col("account")], lambda k: self.env_of(*k))
-        return frame.with_columns(env=pl.coalesce(env, pl.col("env")) if "env" in frame.columns else env)
-
-    def _resolve_callee(self, frame: pl.DataFrame) -> pl.DataFrame:
-        keys = [pl.col("_service_ref"), pl.col("_host"), pl.col("_upstream_cluster")]
-        found = _map_unique(frame, keys, lambda k: self.callee_of(*k))
-        return frame.with_columns(service=pl.coalesce(pl.col("service"), found))
-
-    def _resolve_version(self, frame: pl.DataFrame) -> pl.DataFrame:
-        def group_field(attr: str) -> Callable[[tuple[str | None, ...]], str | None]:
-            return lambda k: getattr(self.groups.get(_tail(k[0] or "")), attr, None)
-
-        tg = [pl.col("target_group")]
-        none = pl.lit(None, dtype=pl.String)
-        version = _map_unique(frame, tg, group_field("version")) if self.groups else none
-        owner = _map_unique(frame, tg, group_field("service")) if self.groups else none
-        subset = pl.col("_upstream_cluster").str.extract(r"^(?:outbound|inbound)\|\d*\|([^|]+)\|")
-        fallback = pl.col("_service_ref").str.extract(r"([^/]+)$")
-        return frame.with_columns(
-            version=pl.coalesce(version, pl.col("version"), subset, pl.col("target_group")),
-            service=pl.coalesce(pl.col("service"), owner, fallback, pl.lit(UNKNOWN)),
-        )
-
-    def _resolve_caller(self, frame: pl.DataFrame) -> pl.DataFrame:
-        principal = pl.col("caller_principal").cast(pl.String)
-        if "_principals" in frame.columns:
-            candidates = pl.concat_list([principal, pl.col("_principals")]).list.drop_nulls()
-            frame = frame.with_columns(_pkey=candidates.list.join(SEP), caller_principal=candidates.list.first())
-        else:
-            frame = frame.with_columns(_pkey=principal)
-        key = pl.when(pl.col("_pkey") != "").then(pl.col("_pkey"))
-        by_principal = _map_unique(frame, [key], lambda k: self.caller_of(k[0].split(SEP)) if k[0] else None)
-        frame = frame.with_columns(caller=pl.coalesce(pl.col("caller"), by_principal)).drop("_pkey")
+        frame = _ensure(frame, HINTS)
+        if frame.schema["_principals"] == pl.List(pl.String):
+            frame = frame.with_columns(_principals=pl.col("_principals").list.join(SEP))
+        frame = frame.with_columns(self._hints.apply(frame))
         if self.cidrs:
-            ip = pl.when(pl.col("caller").is_null()).then(pl.col("source_ip"))
-            by_ip = _map_unique(frame, [ip], lambda k: self.caller_of_ip(k[0]) if k[0] else None)
+            ip = pl.when(pl.col("caller").is_null()).then(pl.col("source_ip")).alias("_ip")
+            by_ip = self._ips.apply(frame.select(ip)).get_column("_caller")
             frame = frame.with_columns(caller=pl.coalesce(pl.col("caller"), by_ip))
         return frame.with_columns(caller=pl.col("caller").fill_null(UNKNOWN))
+
+    def _compute_hints(self, small: pl.DataFrame) -> pl.DataFrame:
+        rows = [self.resolve_row(key) for key in small.iter_rows()]
+        return pl.DataFrame(rows, schema=dict.fromkeys(RESOLVED, pl.String), orient="row")
+
+    def _compute_ips(self, small: pl.DataFrame) -> pl.DataFrame:
+        names = [self.caller_of_ip(v) if v else None for v in small.get_column("_ip").to_list()]
+        return pl.DataFrame({"_caller": pl.Series(names, dtype=pl.String)})
+
+
+HINTS = ("service", "version", "caller", "caller_principal", "_principals", "_service_ref", "_host",
+         "_upstream_cluster", "target_group", "service_network", "account")
+"""The columns identity reads, in the order ``resolve_row`` unpacks them."""
+RESOLVED = ("service", "version", "caller", "caller_principal", "env")
 
 
 def _ensure(frame: pl.DataFrame, names: tuple[str, ...]) -> pl.DataFrame:
     missing = [pl.lit(None, dtype=pl.String).alias(n) for n in names if n not in frame.columns]
-    return frame.with_columns(missing) if missing else frame
+    frame = frame.with_columns(missing) if missing else frame
+    wrong = [pl.col(n).cast(pl.String) for n in names if frame.schema[n] not in (pl.String, pl.List(pl.String))]
+    return frame.with_columns(wrong) if wrong else frame
 
 
-def _map_unique(frame: pl.DataFrame, keys: list[pl.Expr], fn: Callable[[tuple], str | None]) -> pl.Series:
-    """An expression holding ``fn`` of each row's key tuple, computed once per distinct key."""
-    names = [f"_k{i}" for i in range(len(keys))]
-    distinct = frame.select([k.cast(pl.String).alias(n) for k, n in zip(keys, names)]).unique()
-    values = [fn(row) for row in distinct.iter_rows()]
-    table = distinct.with_columns(_v=pl.Series(values, dtype=pl.String))
-    joined = frame.select([k.cast(pl.String).alias(n) for k, n in zip(keys, names)]).join(
-        table, on=names, how="left", nulls_equal=True, maintain_order="left")
-    return joined.get_column("_v")
+class DistinctMap:
+    """``compute`` run once per distinct tuple of ``inputs`` (remembered across frames), joined back.
+
+    Rows are matched by a 64-bit hash of the tuple: a collision among the distinct tuples seen
+    (thousands: hosts x principals x target groups) has a probability near 1e-12. The memory is
+    bounded: past ``max_rows`` remembered tuples it starts again.
+    """
+
+    def __init__(self, inputs: list[str], compute: Callable[[pl.DataFrame], pl.DataFrame], *,
+                 max_rows: int = 200_000) -> None:
+        self.inputs, self.compute, self.max_rows = inputs, compute, max_rows
+        self.table: pl.DataFrame | None = None
+
+    def apply(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """The computed columns, one row per row of ``frame``."""
+        keyed = frame.select(self.inputs).with_columns(_h=pl.struct(self.inputs).hash(seed=7))
+        small = keyed.unique(subset=["_h"], keep="any")
+        if self.table is not None and self.table.height + small.height > self.max_rows:
+            self.table = None
+        if self.table is not None:
+            small = small.join(self.table.select("_h"), on="_h", how="anti")
+        if small.height or self.table is None:
+            derived = self.compute(small.select(self.inputs)).with_columns(small.get_column("_h"))
+            self.table = derived if self.table is None else pl.concat([self.table, derived])
+        return keyed.select("_h").join(self.table, on="_h", how="left", maintain_order="left").drop("_h")
 
 
-@lru_cache(maxsize=64)
-def default_resolver() -> Resolver:
-    """The resolver without inventory (defaults only)."""
-    return Resolver()
+def on_distinct(frame: pl.DataFrame, inputs: list[str],
+                compute: Callable[[pl.DataFrame], pl.DataFrame]) -> pl.DataFrame:
+    """``compute`` run once per distinct tuple of ``inputs`` of ``frame``, joined back to every row."""
+    return DistinctMap(inputs, compute).apply(frame)

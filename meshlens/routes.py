@@ -5,15 +5,16 @@ are dropped, then every path segment that looks like an identifier is replaced b
 
 - numbers, and digit runs with separators: ``12345``, ``-3.5``, ``2015-05-17``, ``10.0.0.1``,
   ``1.3.2``, ``20071210``
-- UUIDs and long hex (8+ hex digits, at least one of them a number): ``3f2a...-...``, ``73e2d6bc24d8a067``, ``0xdeadbeef``
-- prefixed ids: a short word, ``-`` or ``_``, then either digits (``ord-12345``, ``item_7``) or an
-  alphanumeric token of 4+ characters holding a digit that is not just a word with a small
-  number (``ch_8f3a``, ``svc-0cfe1f49ff3266204``, ``i-0abc123``, ``cus_NffrFeUfNV2Hib``, but not
-  ``api-v2`` or ``kibana-dashboard3``)
-- a word glued to a long number (``user12345``, ``INV00042``: 4+ digits)
+- UUIDs and long hex (8+ hex digits, at least one of them a number): ``73e2d6bc24d8a067``
+- prefixed ids: a short word, ``-`` or ``_``, then digits (``ord-12345``, ``item_7``,
+  ``logstash-1``) or 4+ random-looking letters and digits (``ch_8f3a``,
+  ``svc-0cfe1f49ff3266204``, ``i-0abc123``, ``cus_NffrFeUfNV2Hib``; but ``api-v2``,
+  ``kibana-dashboard3`` and ``logstash-scale11x`` stay)
+- a word glued to a long number (``user12345``, ``INV00042``: 5+ digits; ``sysadvent2009`` stays)
 - base64-ish tokens: 16+ characters of ``[A-Za-z0-9+=_-]`` with upper case, lower case and a
-  digit, or ending in ``=``; JSON web tokens (``eyJ...``); ARNs; email addresses
-- random-looking lower-case tokens: 10+ letters and digits with at least 3 digits
+  digit (and no ``-``/``_`` below 32 characters), or ending in ``=``; JSON web tokens (``eyJ...``); ARNs; email addresses
+- random-looking lower-case tokens: 10+ letters and digits with at least 3 digits in two or more
+  runs (``k3j4h5g6f7d8``; ``rubygems615`` stays)
 
 File names keep their extension and are judged on their stem with the strict rules only
 (numbers, dates, hex, UUIDs): ``/files/12345.pdf`` becomes ``/files/{id}.pdf`` while
@@ -43,7 +44,7 @@ _WHOLE_RULES = (
 )
 _LOOSE_RULES = (
     r"^[A-Za-z]{1,16}[-_][0-9]+$",  # ord-12345, item_7
-    r"^[A-Za-z]{1,12}[0-9]{4,}$",  # user12345, INV00042
+    r"^[A-Za-z]{1,12}[0-9]{5,}$",  # user12345, INV00042 (not sysadvent2009)
     r"^[A-Za-z0-9+_-]{8,}={1,2}$",  # padded base64
 )
 _EXTENSION = r"\.[A-Za-z][A-Za-z0-9]{0,4}$"
@@ -111,13 +112,21 @@ def _any_match(seg: pl.Expr, rules: tuple[str, ...]) -> pl.Expr:
 
 
 def _prefixed_id(seg: pl.Expr) -> pl.Expr:
-    """``ch_8f3a``-style: word, separator, 4+ alphanumerics with a digit, not word+small number."""
+    """``ch_8f3a``-style: word, separator, then 4+ alphanumerics that look random.
+
+    Random means: starts with a digit (``8f3a``), is 6+ hex digits (``fa3bcd``), has two digit
+    runs (``ab12cd34``), or an
+    upper-case letter after a lower-case one (``NffrFeUfNV2Hib``), with at least one digit; so
+    ``logstash-scale11x`` and ``kibana-dashboard3`` stay.
+    """
     token = seg.str.extract(r"^[A-Za-z]{1,16}[-_]([A-Za-z0-9]{4,})$")
-    return (
-        token.is_not_null()
-        & token.str.contains(r"[0-9]")
-        & ~token.str.contains(r"^[A-Za-z]+[0-9]{1,3}$")
-    ).fill_null(False)
+    looks_random = (
+        token.str.contains(r"^[0-9]")
+        | token.str.contains(r"^[0-9a-fA-F]{6,}$")
+        | token.str.contains(r"[0-9][A-Za-z]+[0-9]")
+        | token.str.contains(r"[a-z][A-Za-z0-9]*[A-Z]")
+    )
+    return (token.is_not_null() & token.str.contains(r"[0-9]") & looks_random).fill_null(False)
 
 
 def _random_token(seg: pl.Expr) -> pl.Expr:
@@ -128,11 +137,12 @@ def _random_token(seg: pl.Expr) -> pl.Expr:
         & seg.str.contains(r"[A-Z]")
         & seg.str.contains(r"[a-z]")
         & seg.str.contains(r"[0-9]")
+        & (~seg.str.contains(r"[-_]") | (seg.str.len_chars() >= 32))  # not a Capitalised-Slug-2
     )
     random_lower = (
         (seg.str.len_chars() >= 10)
         & seg.str.contains(r"^[a-z0-9]+$")
         & (seg.str.count_matches(r"[0-9]") >= 3)
-        & seg.str.contains(r"[a-z]")
+        & seg.str.contains(r"[0-9][a-z]+[0-9]")
     )
     return (long_b64 | random_lower).fill_null(False)

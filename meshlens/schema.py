@@ -114,13 +114,14 @@ EDGE_ROLLUP_DIMS = ("caller", "service", "version", "env")
 
 
 def _rollup(time_column: str, dims: tuple[str, ...]) -> pa.Schema:
+    """A rollup: one row per (time, key, latency bucket), every measure summable."""
     return pa.schema(
         [(time_column, TS)]
         + [(d, pa.string()) for d in dims]
+        + [("lat_key", pa.int16())]
         + [(c, pa.int64()) for c in ("requests", "errors_5xx", "client_errors_4xx",
                                      "bytes_in", "bytes_out", "duration_count")]
-        + [("duration_sum_ms", pa.float64()), ("duration_max_ms", pa.float64()),
-           ("lat_keys", pa.list_(pa.int16())), ("lat_counts", pa.list_(pa.int64()))]
+        + [("duration_sum_ms", pa.float64()), ("duration_max_ms", pa.float64())]
     )
 
 
@@ -128,8 +129,10 @@ REQUESTS_1M = _rollup("minute", ROLLUP_DIMS)
 ROLLUPS: dict[str, pa.Schema] = {
     "requests_1m": REQUESTS_1M,
     "requests_1h": _rollup("hour", ROLLUP_DIMS),
+    "requests_1d": _rollup("day", ROLLUP_DIMS),
     "edges_1m": _rollup("minute", EDGE_ROLLUP_DIMS),
     "edges_1h": _rollup("hour", EDGE_ROLLUP_DIMS),
+    "edges_1d": _rollup("day", EDGE_ROLLUP_DIMS),
 }
 """Rollups (folders under ``rollups/``, partitioned by ``date``), built by analytics.rollup."""
 
@@ -198,18 +201,17 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "date": "partition: UTC date of start_ts",
     },
     "requests_1m": {
-        "minute": "minute the requests started in, UTC (requests_1h/edges_1h: `hour`)",
+        "minute": "minute the requests started in, UTC (`hour` in *_1h, `day` in *_1d)",
         "caller": "calling service", "service": "called service", "version": "called version",
         "route": "templated path", "method": "HTTP method", "env": "environment",
         "status_class": "2xx, 3xx, 4xx, 5xx, 1xx or none (no status)",
-        "requests": "requests in the group",
+        "lat_key": "latency sketch bucket (analytics.sketch, 1% relative error); NULL: no duration",
+        "requests": "requests in the group and bucket (sum over lat_key for the group)",
         "errors_5xx": "requests answered 5xx (errors)",
         "client_errors_4xx": "requests answered 4xx (client errors, not failures)",
         "bytes_in": "sum of bytes_in", "bytes_out": "sum of bytes_out",
-        "duration_count": "requests with a duration (the n of the percentiles)",
+        "duration_count": "requests with a duration in this bucket (the sketch's count)",
         "duration_sum_ms": "sum of duration_ms", "duration_max_ms": "largest duration_ms",
-        "lat_keys": "latency sketch bucket keys, ascending (analytics.sketch: 1% relative error)",
-        "lat_counts": "requests per bucket key, aligned with lat_keys",
         "date": "partition: UTC date of the minute",
     },
 }

@@ -144,11 +144,12 @@ def run_plan(conn: duckdb.DuckDBPyConnection, plan: offline.Plan, *, settings: S
 
         return playbook.diagnose(conn, plan, settings=settings, backend=backend)
     try:
-        columns, rows = guard.run_guarded(conn, plan.sql, settings=settings)
+        sql = guard.check(plan.sql, allowed=guard.allowed_views(), row_limit=int(settings["query_row_limit"]))
+        columns, rows = guard.run_guarded(conn, sql, settings=settings)
     except QueryRejected as exc:
         return Answer([], [], plan.sql, plan.explanation, error=str(exc), **base)  # type: ignore[arg-type]
     explanation = plan.explanation + (" No rows matched." if not rows else "")
-    return Answer(columns, [list(r) for r in rows], plan.sql, explanation, **base)  # type: ignore[arg-type]
+    return Answer(columns, [list(r) for r in rows], sql, explanation, **base)  # type: ignore[arg-type]
 
 
 def safe_ask(conn: duckdb.DuckDBPyConnection, question: str, **kwargs: Any) -> Answer:

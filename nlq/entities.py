@@ -45,6 +45,15 @@ client clients server servers 4xx 5xx rps qps per-minute hourly daily series tre
 morning afternoon evening night between and window breakdown broken split grouped group
 """.split())
 
+COMMON_WORDS = frozenset("""
+account accounts session sessions config configs cache content media data event events image images
+metrics tracing experiment experiments translation consent permission permissions profile profiles
+scheduler audit user users price prices id ids auth rate rates time review reviews search product products
+quote quotes brand brands store stores return returns ranking seller sellers chat secrets secret
+compare compared comparing comparison
+""".split())
+"""Ordinary words that are also service cores: matched only when capitalized (``Account``)."""
+
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_\-\.']*")
 _CAMEL = re.compile(r"^(?:[A-Z][a-z0-9]+){2,}[A-Za-z0-9]*$|^[A-Za-z]+(?:Service|Svc|Api|Gateway|Adapter|Broker|Sender)$")
 
@@ -161,24 +170,44 @@ def _contiguous(text: str, words: list[re.Match[str]]) -> bool:
 def _match_phrase(text: str, words: list[re.Match[str]], vocab: Vocabulary) -> Mention | None:
     start, end = words[0].start(), words[-1].end()
     phrase = text[start:end].strip(".'")
-    if len(words) == 1 and phrase.lower() in STOPWORDS:
+    if len(words) == 1 and (phrase.lower() in STOPWORDS or (phrase in COMMON_WORDS)):
         return None
     if all(w.group().lower() in STOPWORDS for w in words):
         return None
-    if len(words) > 1 and words[0].group().lower() in STOPWORDS:
+    if len(words) > 1 and any(w.group().lower() in STOPWORDS for w in words[:-1]):
+        return None
+    if len(words) > 1 and words[-1].group().lower() in STOPWORDS and words[-1].group().lower() not in GENERIC_SUFFIXES:
         return None
     for key in variants(phrase):
         hits = vocab.exact(key)
         if hits:
             names = tuple(sorted(hits))
             return Mention(start, end, phrase, names[0] if len(names) == 1 else None, names)
-    return _fuzzy(start, end, phrase, vocab)
+    return _fuzzy(start, end, phrase, vocab) or _prefix(start, end, phrase, words, vocab)
+
+
+def _prefix(start: int, end: int, phrase: str, words: list[re.Match[str]], vocab: Vocabulary) -> Mention | None:
+    """A first word shared by service names ("Email" -> EmailSender, EmailProviderAdapter)."""
+    key = re.sub(r"[^a-z0-9]", "", phrase.lower())
+    if len(words) != 1 or len(key) < 4 or key in STOPWORDS or key in COMMON_WORDS:
+        return None
+    hits = tuple(sorted(n for n in vocab.services if _first_word(n) == key))
+    if not hits:
+        return None
+    return Mention(start, end, phrase, hits[0] if len(hits) == 1 else None, hits, exact=False)
+
+
+def _first_word(name: str) -> str:
+    m = re.match(r"[A-Z]?[a-z0-9]+", name)
+    return m.group().lower() if m else name.lower()
 
 
 def _fuzzy(start: int, end: int, phrase: str, vocab: Vocabulary) -> Mention | None:
     key = re.sub(r"[^a-z0-9]", "", phrase.lower())
     if len(key) < FUZZY_MIN_LEN or not vocab.keys:
         return None
+    if phrase.islower() and " " not in phrase and strip_suffix(key) == key:
+        return None  # an ordinary lower-case word ("compared") is never a typo of a name
     best: dict[str, float] = {}
     for form in {key, strip_suffix(key)}:
         for cand, score, _ in process.extract(form, vocab.keys, scorer=fuzz.ratio, limit=5,
@@ -204,6 +233,10 @@ def unknown_names(text: str, vocab: Vocabulary, mentions: list[Mention],
         word = m.group().strip(".'")
         if _CAMEL.match(word) and word.lower() not in STOPWORDS:
             out.append(word)
+    for m in re.finditer(r"\b([A-Za-z][A-Za-z0-9\-]{2,})[ \-](service|svc)\b", text, re.I):
+        inside = any(x.start <= m.start() < x.end for x in mentions) or any(a <= m.start() < b for a, b in masked)
+        if not inside and m.group(1).lower() not in STOPWORDS and m.group(1).lower() not in ("the", "a", "that", "this"):
+            out.append(m.group(0))
     return out
 
 

@@ -134,7 +134,8 @@ ACCESS = (r"\bprincipal", r"\bidentit", r"\baccess(ed|ing)?\b", r"\biam\b", r"\b
           r"\bunknown callers?\b", r"\bunresolved\b", r"\bunidentified\b", r"\bwho (was|were)\b.*\bdenied",
           r"\blast (call|called|seen|time)\b", r"\bwhen did\b.*\blast\b", r"\baccount\b", r"\bnamespace\b",
           r"\btouch(ed)?\b", r"\bunauth")
-CALLERS = (r"\bwho\b.*\b(call|talk|hit|use|depend|reach|send|invok|consum)", r"\bcallers?\b",
+CALLERS = (r"\b(what|which|who)\s+(calls|talks to|uses|hits|depends on|invokes|reaches|sends (requests|traffic|calls) to)\b",
+           r"\bwho\b.*\b(call|talk|hit|use|depend|reach|send|invok|consum)", r"\bcallers?\b",
            r"\bcalled by\b", r"\bupstream", r"\bclients? of\b", r"\b(which|what) (services?|apps?|callers?)\b.*\b(call|talk|hit|use|depend|reach|send|invok)",
            r"\bdepends? on\b", r"\b(call|calls|calling|hit|hits|use|uses)\s*(?:the\s+)?$", r"\binbound\b", r"\bincoming\b")
 CALLEES = (r"\bcallees?\b", r"\bdependenc", r"\bdownstream", r"\bdoes\b.*\b(call|depend|talk|use|hit|reach)",
@@ -174,6 +175,7 @@ def _metric_words(q: Question) -> bool:
     return q.has(r"\berror", r"\b5\d\d\b|\b5xx\b|\b4xx\b|\b4\d\d\b", r"\bfail", r"latenc", r"\bp\d\d\b",
                  r"\bpercentile", r"\bslow", r"\bfast", r"\bduration", r"response time", r"\bhow long",
                  r"\bbytes?\b", r"\bbandwidth", r"\b(gb|mb|kb)\b", r"\bhow many (requests|calls)",
+                 r"\btransferr?(ed|s)?\b", r"\bhow much data\b",
                  r"\bpeak\b", r"\brps\b|\bqps\b|per second", r"\bthroughput", r"\b(request|call) (rate|count|volume)",
                  r"\bnumber of (requests|calls)", r"\bcount of (requests|calls)", r"\bhourly\b", r"\bper hour\b",
                  r"\bby (version|route|endpoint|status|env|caller|hour)", r"\bstatus codes?\b", r"\bcompare",
@@ -240,7 +242,8 @@ def _roles(q: Question) -> tuple[str | None, str | None]:
         return None, None
     if len(names) == 1:
         before = q.lowered[:names[0].start]
-        if re.search(r"\b(from|by)\s+(the\s+)?$", before) or re.search(r"\bsent by\b|\bmade by\b", before):
+        served = re.search(r"\b(returned|served|answered|handled|thrown|raised|received|seen|logged)\s+by\s+(the\s+)?$", before)
+        if not served and re.search(r"\b(from|by)\s+(the\s+)?$", before):
             return names[0].value, None
         return None, names[0].value
     a, b = names[0], names[1]
@@ -363,6 +366,8 @@ def _principals_of(q: Question, service: str | None) -> Plan:
     where = _service_pred(service) + _env_pred(q)
     if q.route:
         where.append(f"route = {sqlgen.quote(q.route)}")
+    if q.method:
+        where.append(f"method = {sqlgen.quote(q.method)}")
     sql = sqlgen.raw_group_sql(
         window=q.window, where=where, order="requests DESC, caller_principal",
         select=["caller_principal", "caller", "count(*) AS requests", "min(ts) AS first_seen", "max(ts) AS last_seen"],
@@ -449,8 +454,9 @@ def build_metric(q: Question, *, rollups: bool) -> Plan:
     measures, order = _measures(q)
     dims, k = _dims(q, order)
     filters = _metric_filters(q, dims)
+    ranked = dims and ("hour" not in dims and "minute" not in dims or k is not None or _superlative(q))
     agg = Aggregate(window=q.window, measures=measures, dims=dims, filters=filters,
-                    order_by=order if dims and "hour" not in dims and "minute" not in dims else None,
+                    order_by=order if ranked else None,
                     descending=not q.has(r"\b(least|lowest|fewest|fastest|quietest|smallest|best)\b"),
                     limit=k)
     if q.has(r"\bpeak\b", r"\bbusiest minute\b", r"\bmax(imum)? (rate|rps|per minute|requests per minute)",
@@ -469,6 +475,11 @@ def build_metric(q: Question, *, rollups: bool) -> Plan:
     return Plan("metric", q.window, sql, service=filters.get("service"),  # type: ignore[arg-type]
                 explanation=_explain(f"{_describe(measures)}{_target(filters)}{by}", q),
                 slots={"dims": dims, "measures": measures})
+
+
+def _superlative(q: Question) -> bool:
+    return q.has(r"\b(which|what) (hour|minute|time)\b.*\b(most|least|highest|lowest|worst|peak|busiest|slowest)\b",
+                 r"\bwhen\b.*\b(most|highest|peak|worst)\b")
 
 
 def _target(filters: dict[str, str | list[str]]) -> str:
@@ -501,7 +512,8 @@ def _measures(q: Question) -> tuple[list[str], str]:
     if q.has(r"\berror", r"\b5xx\b", r"\b5\d\d\b", r"\bfail", r"\bserver errors?\b"):
         return ["requests", "errors_5xx", "error_ratio"], (
             "error_ratio" if q.has(r"\brate\b|\bratio\b|percent|%|\bworst\b") else "errors_5xx")
-    if q.has(r"\bbytes?\b", r"\bbandwidth", r"\b(gb|mb|kb)\b", r"\bdata (transfer|volume|sent|received)", r"\bpayload"):
+    if q.has(r"\bbytes?\b", r"\bbandwidth", r"\b(gb|mb|kb)\b", r"\bdata (transfer|volume|sent|received)", r"\bpayload",
+             r"\btransferr?(ed|s)?\b", r"\bhow much data\b", r"\bdata (in|out)\b"):
         return ["requests", "bytes_in", "bytes_out", "bytes_total"], "bytes_total"
     if q.has(r"\brps\b", r"\bqps\b", r"per second", r"\bthroughput", r"\brate\b"):
         return ["requests", "rps"], "requests"
@@ -519,8 +531,15 @@ DIM_WORDS = (
 )
 
 
+SUPERLATIVE = r"(slowest|fastest|busiest|quietest|worst|best|noisiest|biggest|largest|top|most \w+|failing|erroring)"
+DIM_NOUNS = {"version": r"versions?", "route": r"(routes?|endpoints?|paths?|operations?)", "caller": r"(callers?|clients?)",
+             "env": r"(envs?|environments?)", "hour": r"hours?"}
+
+
 def _dims(q: Question, order: str) -> tuple[list[str], int | None]:
     dims = [name for name, pattern in DIM_WORDS if re.search(pattern, q.lowered)]
+    dims += [name for name, noun in DIM_NOUNS.items()
+             if name not in dims and re.search(rf"\b{SUPERLATIVE}\s+(\d+\s+)?{noun}\b", q.lowered)]
     if "minute" in dims and "hour" in dims:
         dims.remove("hour")
     names = _names(q)

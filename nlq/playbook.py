@@ -134,9 +134,15 @@ def _standout(rows: list[dict[str, Any]], key: str, overall: dict[str, Any]) -> 
             continue
         rest_ratio = max(rest_err / rest_req, 0.5 / rest_req)
         factor = _ratio(row) / rest_ratio
-        if factor >= STANDOUT and factor > best_factor:
+        if factor >= STANDOUT and factor > best_factor and _significant(row, rest_ratio):
             best, best_factor = row[key], factor
     return best
+
+
+def _significant(row: dict[str, Any], rest_ratio: float) -> bool:
+    """More errors than the rest's ratio explains: about 3 standard deviations (Poisson)."""
+    expected = rest_ratio * float(row["requests"] or 0)
+    return float(row["errors_5xx"] or 0) - expected >= 3.0 * max(expected, 1.0) ** 0.5
 
 
 def _version_finding(versions: list[dict[str, Any]], bad: str, timeline: list[dict[str, Any]]) -> Finding:
@@ -147,13 +153,13 @@ def _version_finding(versions: list[dict[str, Any]], bad: str, timeline: list[di
     factor = _ratio(row) / max(other_ratio, 1e-9)
     baseline = ", ".join(str(r["version"]) for r in others) or "the other versions"
     started = _first_seen(timeline, bad)
-    onset = _onset(timeline, bad)
+    onset = _first_error(timeline, bad)
     text = (f"version {bad} has {factor:.1f}x the error ratio of {baseline} "
             f"({_pct(_ratio(row))} vs {_pct(other_ratio)}, {row['errors_5xx']} of {row['requests']} requests)")
     if started:
         text += f"; {bad} started taking traffic at {_hm(started)}"
     if onset:
-        text += f"; its errors rose from about {_hm(onset)}"
+        text += f"; its first 5xx came at {_hm(onset)}"
     return Finding(10.0 + min(factor, 20.0), "bad version", text, bad)
 
 
@@ -217,6 +223,11 @@ def _first_seen(timeline: list[dict[str, Any]], version: str) -> datetime | None
     return min(times) if times else None
 
 
+def _first_error(timeline: list[dict[str, Any]], version: str) -> datetime | None:
+    times = [r["minute"] for r in timeline if r["version"] == version and (r["errors_5xx"] or 0) > 0]
+    return min(times) if times else None
+
+
 def _onset(timeline: list[dict[str, Any]], version: str) -> datetime | None:
     """The split that best separates a low error ratio before from a high one after."""
     buckets = list(_buckets(timeline, version).items())
@@ -257,16 +268,25 @@ def _burst(timeline: list[dict[str, Any]]) -> tuple[datetime, datetime, float, f
 
 
 def _slow_period(timeline: list[dict[str, Any]]) -> tuple[datetime, datetime, float, float] | None:
-    """A run of buckets whose mean latency is 1.5x the median bucket: (start, end, mean, rest)."""
+    """The contiguous run of buckets slowest against the median bucket: (start, end, mean, rest)."""
     buckets = {k: v for k, v in _buckets(timeline).items() if v[0] >= 3}
-    if len(buckets) < 4:
+    if len(buckets) < 6:
         return None
-    means = sorted(v[2] / v[0] for v in buckets.values())
-    median = means[len(means) // 2]
-    hot = [k for k, v in buckets.items() if v[2] / v[0] > 1.5 * median]
-    if not hot or len(hot) > len(buckets) // 3:
+    keys = sorted(buckets)
+    means = {k: buckets[k][2] / buckets[k][0] for k in keys}
+    median = sorted(means.values())[len(means) // 2]
+    best, best_excess, run, excess = None, 0.0, [], 0.0
+    for k in keys:
+        if means[k] > 1.5 * median:
+            run.append(k)
+            excess += (means[k] - median) * buckets[k][0]
+            if excess > best_excess:
+                best, best_excess = list(run), excess
+        else:
+            run, excess = [], 0.0
+    if not best or len(best) < 2 or len(best) > len(keys) // 3:
         return None
-    start, end = min(hot), max(hot) + BUCKET
+    start, end = best[0], best[-1] + BUCKET
     inside = [v for k, v in buckets.items() if start <= k < end]
     outside = [v for k, v in buckets.items() if not start <= k < end]
     mean_in = sum(v[2] for v in inside) / max(sum(v[0] for v in inside), 1)
@@ -299,7 +319,7 @@ def _dependency_findings(runner: Runner, service: str, window: Window,
     out = []
     for row in during:
         ref = usual.get(row["service"])
-        if not ref or (row["requests"] or 0) < 3:
+        if not ref or (row["requests"] or 0) < 15:
             continue
         slower = (row["mean_ms"] or 0) / max(ref["mean_ms"] or 0, 1e-6)
         worse = _ratio(row) - _ratio(ref)

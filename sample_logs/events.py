@@ -44,7 +44,7 @@ def _canary(prod: pl.DataFrame, plan: Plan) -> dict[str, Any]:
     from sample_logs.scenario import CANARY_SHARE
 
     a, b = plan.windows["canary"]
-    pay = _between(prod.filter((pl.col("service") == "PaymentService") & (pl.col("version") != "unknown")), (a, b))
+    pay = _between(prod.filter((pl.col("service") == "PaymentService") & pl.col("version").is_not_null()), (a, b))
     v2 = int((pay["version"] == "v2").sum())
     return {"kind": "canary", "env": "prod", "service": "PaymentService", "version": "v2",
             "baseline": "v1", "start": _iso(a), "end": _iso(b), "traffic_share": CANARY_SHARE,
@@ -121,7 +121,7 @@ def _denied(prod: pl.DataFrame, plan: Plan) -> dict[str, Any]:
     span = _first_last(calls)
     return {"kind": "denied", "env": "prod", "service": "PaymentService", "caller": "unknown",
             "principal": UNKNOWN_PRINCIPALS["denied"], "status": 403, "auth_denied_reason": "Service",
-            "failure_reason": "ClientAccessDenied", "version": "unknown",
+            "failure_reason": "ClientAccessDenied", "version": None,
             "start": span["first"], "end": _iso(int(calls["ts"].max()) + 1) if calls.height else None,
             "burst_start": _iso(burst[0]), "burst_end": _iso(burst[1]),
             "burst_requests": _between(calls, burst).height, **span}

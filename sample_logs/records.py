@@ -10,7 +10,6 @@ half hour, named by the half hour they start (the delivery key time).
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import re
@@ -280,30 +279,45 @@ def ndjson(records: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def write_files(out_dir: Path, records: pl.DataFrame, req: Requests, *, seed: int) -> list[dict[str, object]]:
+CHUNK_ROWS = 120_000
+"""Records built and written per batch of whole files (bounds memory)."""
+
+
+def write_files(out_dir: Path, rng: np.random.Generator, net: Net, req: Requests, *,
+                seed: int) -> list[dict[str, object]]:
     """Write one gzip'd file per (env, half hour) in the S3 layout; returns path, env, lines."""
     key = req["env"].astype(np.int64) * 10**9 + req["t"] // 1800
-    bounds = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1, [len(key)]])
-    data = ndjson(records)
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
-    offsets = np.concatenate([[0], ends])[bounds]
+    bounds = np.concatenate([[0], np.flatnonzero(np.diff(key)) + 1, [len(key)]]).tolist()
+    written: list[dict[str, object]] = []
+    first = 0
+    while first < len(bounds) - 1:
+        last = first + 1
+        while last < len(bounds) - 1 and bounds[last + 1] - bounds[first] <= CHUNK_ROWS:
+            last += 1
+        written += _write_batch(out_dir, rng, net, req, bounds[first:last + 1], seed=seed)
+        first = last
+    return written
+
+
+def _write_batch(out_dir: Path, rng: np.random.Generator, net: Net, req: Requests,
+                 bounds: list[int], *, seed: int) -> list[dict[str, object]]:
+    """Build the records of files ``bounds[i]:bounds[i+1]`` and write them (gzip in threads)."""
+    lo, hi = bounds[0], bounds[-1]
+    records = frame(rng, net, {k: v[lo:hi] for k, v in req.items()})
     jobs = []
-    for k in range(len(bounds) - 1):
-        a, b = int(bounds[k]), int(bounds[k + 1])
-        if a == b:
-            continue
+    for a, b in zip(bounds[:-1], bounds[1:]):
         env = topo.ENVS[int(req["env"][a])]
         rel = s3_key(env, int(req["t"][a]) // 1800 * 1800, seed=seed)
-        jobs.append((out_dir / rel, data[int(offsets[k]):int(offsets[k + 1])], env.name, b - a, rel))
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # zlib releases the GIL
+        jobs.append((out_dir / rel, records.slice(a - lo, b - a), env.name, rel))
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # polars releases the GIL
         list(pool.map(_write_gz, jobs))
-    return [{"path": rel, "env": env, "lines": lines} for _, _, env, lines, rel in jobs]
+    return [{"path": rel, "env": env, "lines": part.height} for _, part, env, rel in jobs]
 
 
-def _write_gz(job: tuple[Path, bytes, str, int, str]) -> None:
-    path, payload = job[0], job[1]
+def _write_gz(job: tuple[Path, pl.DataFrame, str, str]) -> None:
+    path, part = job[0], job[1]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(gzip.compress(payload, compresslevel=1, mtime=0))
+    part.write_ndjson(path, compression="gzip", compression_level=1)
 
 
 def s3_key(env: topo.EnvSpec, stamp: int, *, seed: int) -> str:

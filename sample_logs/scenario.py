@@ -114,8 +114,7 @@ def generate(out_dir: str | Path, *, end: datetime, hours: int = 24, seed: int =
                        multiplier=_multipliers(net, plan, hours * 60))
     apply_events(rng, net, req, plan)
     traffic.finish(rng, net, req)
-    records = rec.frame(rng, net, req)
-    files = rec.write_files(out, records, req, seed=seed)
+    files = rec.write_files(out, rng, net, req, seed=seed)
     write_config(out, net.services)
     truth = build_truth(net, req, plan, files=files, seed=seed, scale=scale, hours=hours)
     truth.save(out / "ground_truth.json")
@@ -230,27 +229,30 @@ def _slow_dependency(rng: np.random.Generator, net: Net, req: Requests, plan: Pl
 
 # --- the benchmark file -------------------------------------------------------------------
 
+BENCH_LINES_PER_DAY = 200_000
+
+
 def write_bench_file(path: str | Path, *, lines: int, seed: int = 1) -> Path:
-    """Write ``lines`` plain (uncompressed) Lattice JSON lines of realistic traffic to ``path``."""
+    """Write ``lines`` plain (uncompressed) Lattice JSON lines of realistic traffic to ``path``.
+
+    Baseline traffic only (no planted events), about 200,000 lines per simulated day, days
+    going back from 2026-11-11, both envs interleaved in time order within a day.
+    """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     net = Net.build()
     rng = np.random.default_rng(seed)
-    end = datetime(2026, 11, 11, tzinfo=timezone.utc)
-    written = 0
+    end = int(datetime(2026, 11, 11, tzinfo=timezone.utc).timestamp())
+    written, day = 0, 0
     with out.open("wb") as fh:
-        day = 0
         while written < lines:
-            start = int((end - timedelta(days=day + 1)).timestamp())
-            scale = min(2.0, (lines - written) / traffic.BASE_REQUESTS_PER_DAY * 1.1 + 0.01)
-            req = traffic.draw(rng, net, start=start, minutes=1440, scale=scale, multiplier={})
-            traffic.finish(rng, net, req)
-            take = min(lines - written, len(req["t"]))
-            order = np.argsort(req["t"], kind="stable")[:take]  # both envs, in time order
-            req = {k: v[order] for k, v in req.items()}
-            fh.write(rec.ndjson(rec.frame(rng, net, req)))
-            written += take
             day += 1
+            scale = BENCH_LINES_PER_DAY * 1.05 / traffic.BASE_REQUESTS_PER_DAY
+            req = traffic.draw(rng, net, start=end - day * 86400, minutes=1440, scale=scale, multiplier={})
+            traffic.finish(rng, net, req)
+            order = np.argsort(req["t"], kind="stable")[:lines - written]
+            fh.write(rec.ndjson(rec.frame(rng, net, {k: v[order] for k, v in req.items()})))
+            written += len(order)
     return out
 
 

@@ -433,11 +433,13 @@ RESTRICTED_CALLEES = frozenset({"PaymentService", "PaymentGatewayAdapter", "Inve
 INFRA_CALLEES = {"FeatureFlagService": 0.05, "ConfigService": 0.01}
 
 UNKNOWN_PRINCIPALS = {
-    "legacy": "arn:aws:sts::111111111111:assumed-role/legacy-batch-runner/cron-session-7731",
-    "vendor": "arn:aws:sts::333333333333:assumed-role/vendor-catalog-sync/sync-20261110",
-    "denied": "arn:aws:sts::444444444444:assumed-role/external-audit-scanner/scan-4f1c",
+    "legacy": "arn:aws:iam::111111111111:user/legacy-batch-runner",
+    "vendor": "arn:aws:iam::333333333333:user/vendor-catalog-sync",
+    "denied": "arn:aws:iam::444444444444:user/external-audit-scanner",
 }
-"""Principals the inventory does not know (their source addresses match no service CIDR)."""
+"""Principals the inventory does not know: IAM users with long-lived keys, the classic finding.
+Their source addresses (10.250.0.0/16) match no service CIDR, and being users, not roles, they
+carry no role name the pipeline could fall back to: they resolve to ``unknown``."""
 
 
 def edges(svcs: list[Service]) -> list[Edge]:

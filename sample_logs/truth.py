@@ -3,7 +3,8 @@
 Tests compute expected answers from here, without SQL. Names are the ones the ingest
 pipeline resolves with the scenario's inventory: service and caller names in CamelCase,
 ``unknown`` for a caller whose principal the inventory cannot resolve, version ``v1``/``v2``
-(``unknown`` for requests denied before a target group was chosen: targetGroupArn ``-``).
+(null / None for requests denied before a target group was chosen: targetGroupArn ``-``, as
+the pipeline stores them).
 
 Tables (columnar in the JSON file, polars frames through the accessors):
 - ``counts``: per (hour, caller, service, version, env, route, method, status): requests,

@@ -105,7 +105,7 @@ def test_record_values_are_plausible(day) -> None:
                             row["hostHeader"])
         assert row["hostHeader"].split("-")[-1].split(".")[0] in row["serviceArn"] or \
             row["serviceArn"].endswith(row["hostHeader"].split(".")[0].rsplit("-", 1)[1])
-        assert row["callerPrincipal"].startswith("arn:aws:sts::") or row["callerPrincipal"] == "-"
+        assert row["callerPrincipal"].startswith(("arn:aws:sts::", "arn:aws:iam::")) or row["callerPrincipal"] == "-"
     uris = {r["callerX509SANURI"] for r in sample}
     assert any(u.startswith("spiffe://") for u in uris)
     statuses = Counter(r["responseCode"] // 100 for r in rows)
@@ -260,7 +260,8 @@ def test_policy_violation_present(day) -> None:
     pay = _payment_prod(rows, out)
     callers = Counter(r["callerPrincipal"].split("/")[1].split("-")[1] for r in pay
                       if r["callerPrincipal"].startswith("arn:aws:sts::111111111111:assumed-role/prod-"))
-    assert set(callers) == {"OrderService", "CheckoutService", "OrdersReporting"}
+    callers.update(r["callerX509SANURI"].rsplit("/", 1)[1] for r in pay if r["callerX509SANURI"] != "-")
+    assert set(callers) == {"OrderService", "checkout-service", "OrdersReporting"}
     assert callers["OrdersReporting"] == truth.event("policy_violation")["requests"] > 20
 
 

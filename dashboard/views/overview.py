@@ -49,13 +49,24 @@ def _incidents_and_canaries(ctx: Ctx) -> None:
     left, right = st.columns(2)
     with left:
         st.subheader("Incidents")
-        with widgets.optional("Anomaly detection"):
-            frame = data.incidents(ctx.data, ctx.start, ctx.end, env=ctx.env)
-            widgets.table(frame, columns=data.INCIDENT_COLUMNS, key="ov_incidents",
-                          empty="No incident in this window.")
+        _incidents(ctx)
     with right:
         st.subheader("Canaries")
-        with widgets.optional("Canary judge"):
-            frame = data.canaries(ctx.data, ctx.start, ctx.end, env=ctx.env)
-            widgets.table(frame, columns=data.CANARY_COLUMNS, key="ov_canaries",
-                          empty="No service has two versions taking traffic.")
+        _canaries(ctx)
+
+
+@st.fragment(parallel=True)
+def _incidents(ctx: Ctx) -> None:
+    """Anomaly detection is the slowest call: it runs beside the page, not before it."""
+    with widgets.optional("Anomaly detection"), st.spinner("Looking for anomalies..."):
+        frame = data.incidents(ctx.data, ctx.start, ctx.end, env=ctx.env)
+        widgets.table(frame, columns=data.INCIDENT_COLUMNS, key="ov_incidents",
+                      empty="No incident in this window.")
+
+
+@st.fragment(parallel=True)
+def _canaries(ctx: Ctx) -> None:
+    with widgets.optional("Canary judge"), st.spinner("Judging canaries..."):
+        frame = data.canaries(ctx.data, ctx.start, ctx.end, env=ctx.env)
+        widgets.table(frame, columns=data.CANARY_COLUMNS, key="ov_canaries",
+                      empty="No service has two versions taking traffic.")

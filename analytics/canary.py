@@ -1,0 +1,498 @@
+"""The canary judge: compare a canary version with its baseline over the same minutes.
+
+The test (valid however often it is looked at)
+    Per minute t the baseline served n_b requests with e_b failures and the canary n_c with e_c.
+    If failures are Poisson with a common, arbitrarily varying minute rate lambda_t (the whole
+    service has a bad minute, traffic swings, autocorrelation) and the canary's rate is
+    r * lambda_t, then given m_t = e_b + e_c the canary's share is binomial with
+    theta_t(r) = r n_c / (r n_c + n_b). The minute rate cancels: shared shocks and autocorrelated
+    traffic do not bias the test. Each minute's conditional likelihood multiplies; mixing the
+    likelihood ratio over a normal prior on log r gives, for every r0, a nonnegative martingale
+    under r = r0, so by Ville's inequality {r0 : mixture LR(r0) < 1/alpha} is a confidence
+    sequence for r valid at every minute at once (Robbins' method of mixtures). Extra-binomial
+    noise (bursts within one version) is absorbed by tempering the log-likelihood with an
+    overdispersion factor phi >= 1, estimated from 5-minute blocks (Pearson chi-square at the
+    fitted ratio, shrunk towards 1).
+    The same test runs on "slow" counts: requests slower than the pooled p99 of their route
+    (pooled over both versions, so identical versions are exchangeable).
+
+Verdicts (alpha split by Bonferroni over the metrics and the overall + per-route tests)
+    rollback          some test's lower confidence bound on r is above 1 (the canary is worse)
+    promote           every overall upper bound is below ``promote_ratio`` with enough samples
+    continue          neither yet
+    insufficient_data the minimum-sample gate is not met (too few canary requests or minutes)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+
+from meshlens.errors import MeshlensError, UnknownNameError
+from meshlens.timewin import Window, iso
+
+LOG_GRID = np.linspace(math.log(1 / 50), math.log(50), 241)
+WEIGHT_LADDER = (1, 5, 10, 25, 50, 100)
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Knobs of the judge."""
+
+    alpha: float = 0.01
+    prior_sd: float = 1.0
+    promote_ratio: float = 1.5
+    min_canary_requests: int = 200
+    min_minutes: int = 10
+    min_promote_requests: int = 2_000
+    block_minutes: int = 5
+    share_tolerance: float = 0.25
+
+
+@dataclass(frozen=True)
+class SequentialResult:
+    """A confidence sequence on the rate ratio r, evaluated at every minute."""
+
+    ratio: np.ndarray  # point estimate per minute
+    lower: np.ndarray
+    upper: np.ndarray
+    phi: float
+
+
+@dataclass
+class CanaryVerdict:
+    """The judge's answer for one (service, baseline, canary)."""
+
+    service: str
+    env: str | None
+    baseline: str
+    canary: str
+    verdict: str
+    evidence: str
+    decided_at: datetime | None
+    since: datetime | None
+    start: datetime | None
+    end: datetime | None
+    overall: list[dict[str, Any]] = field(default_factory=list)
+    routes: list[dict[str, Any]] = field(default_factory=list)
+    traffic: dict[str, Any] = field(default_factory=dict)
+    next_weights: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        when = lambda t: iso(t) if t else None  # noqa: E731
+        return {"service": self.service, "env": self.env, "baseline": self.baseline,
+                "canary": self.canary, "verdict": self.verdict, "evidence": self.evidence,
+                "decided_at": when(self.decided_at), "since": when(self.since),
+                "start": when(self.start), "end": when(self.end), "overall": self.overall,
+                "routes": self.routes, "traffic": self.traffic, "next_weights": self.next_weights}
+
+
+# --------------------------------------------------------------------------------------
+# The sequential test (pure numpy; the benchmark calls it on simulated minutes)
+# --------------------------------------------------------------------------------------
+def confidence_sequence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
+                        alpha: float, prior_sd: float = 1.0, block: int = 5) -> SequentialResult:
+    """Anytime-valid (1 - alpha) confidence sequence on the canary/baseline failure-rate ratio."""
+    live = (n_b > 0) & (n_c > 0)
+    nb, nc = np.where(live, n_b, 1.0), np.where(live, n_c, 0.0)
+    eb, ec = np.where(live, e_b, 0.0), np.where(live, e_c, 0.0)
+    r = np.exp(LOG_GRID)
+    theta = (r[None, :] * nc[:, None]) / (r[None, :] * nc[:, None] + nb[:, None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ll = ec[:, None] * np.log(np.where(theta > 0, theta, 1.0)) + eb[:, None] * np.log1p(-theta)
+    cum = np.cumsum(ll, axis=0)
+    phis = causal_overdispersion(nb, eb, nc, ec, cum, block=block)
+    cum = cum / phis[:, None]
+    weights = np.exp(-0.5 * (LOG_GRID / prior_sd) ** 2)
+    weights /= weights.sum()
+    log_mix = _logsumexp(cum + np.log(weights)[None, :])
+    outside = (log_mix[:, None] - cum) >= math.log(1 / alpha)  # r0 rejected at minute t
+    lower, upper = _bounds(outside, r)
+    ratio = r[np.argmax(cum, axis=1)] if len(cum) else np.array([])
+    return SequentialResult(ratio=ratio, lower=lower, upper=upper, phi=float(phis[-1]) if len(phis) else 1.0)
+
+
+def causal_overdispersion(nb: np.ndarray, eb: np.ndarray, nc: np.ndarray, ec: np.ndarray,
+                          cum: np.ndarray, *, block: int) -> np.ndarray:
+    """Per minute, the overdispersion factor estimated from the blocks completed so far."""
+    phis = np.ones(len(nb))
+    for end in range(block * 3, len(nb) + 1, block):
+        phi = overdispersion(nb[:end], eb[:end], nc[:end], ec[:end], cum[end - 1], block=block)
+        phis[end - 1:] = phi
+    return phis
+
+
+def overdispersion(nb: np.ndarray, eb: np.ndarray, nc: np.ndarray, ec: np.ndarray,
+                   final_ll: np.ndarray, *, block: int, shrink: float = 10.0) -> float:
+    """Pearson dispersion of the conditional binomial on blocks of minutes, shrunk towards 1, at least 1."""
+    if len(nb) < block * 3:
+        return 1.0
+    r_hat = math.exp(LOG_GRID[int(np.argmax(final_ll))])
+    size = len(nb) // block * block
+    sums = [x[:size].reshape(-1, block).sum(axis=1) for x in (nb, eb, nc, ec)]
+    bnb, beb, bnc, bec = sums
+    m = beb + bec
+    ok = (m > 0) & (bnb > 0) & (bnc > 0)
+    if ok.sum() < 3:
+        return 1.0
+    theta = r_hat * bnc[ok] / (r_hat * bnc[ok] + bnb[ok])
+    var = m[ok] * theta * (1 - theta)
+    chi2 = float(np.sum((bec[ok] - m[ok] * theta) ** 2 / np.maximum(var, 1e-9)))
+    df = int(ok.sum()) - 1
+    return max(1.0, (chi2 + shrink) / (df + shrink))
+
+
+def _logsumexp(matrix: np.ndarray) -> np.ndarray:
+    top = matrix.max(axis=1, keepdims=True)
+    return (top + np.log(np.exp(matrix - top).sum(axis=1, keepdims=True)))[:, 0]
+
+
+def _bounds(outside: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest grid ratio still inside the sequence at every minute (running intersection)."""
+    inside = ~outside
+    any_in = inside.any(axis=1)
+    lo_idx = np.where(any_in, inside.argmax(axis=1), 0)
+    hi_idx = np.where(any_in, len(r) - 1 - inside[:, ::-1].argmax(axis=1), len(r) - 1)
+    lower = np.maximum.accumulate(r[lo_idx]) if len(r[lo_idx]) else r[lo_idx]
+    upper = np.minimum.accumulate(r[hi_idx]) if len(r[hi_idx]) else r[hi_idx]
+    return lower, upper
+
+
+def first_true(flags: np.ndarray) -> int | None:
+    """Index of the first True, or None."""
+    hits = np.flatnonzero(flags)
+    return int(hits[0]) if len(hits) else None
+
+
+def change_point(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, ratio: float) -> int:
+    """CUSUM estimate of the minute the canary's excess began (argmin of the cumulative log LR)."""
+    if ratio <= 1 or len(n_b) == 0:
+        return 0
+    live = (n_b > 0) & (n_c > 0)
+    theta0 = np.where(live, n_c / np.maximum(n_b + n_c, 1), 0.0)
+    theta1 = np.where(live, ratio * n_c / np.maximum(ratio * n_c + n_b, 1e-9), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(live, e_c * np.log(theta1 / np.where(theta0 > 0, theta0, 1))
+                        + e_b * np.log((1 - theta1) / (1 - theta0)), 0.0)
+    path = np.concatenate([[0.0], np.cumsum(step)])
+    return int(np.argmin(path[: int(np.argmax(path)) + 1]))
+
+
+# --------------------------------------------------------------------------------------
+# Reading the lake
+# --------------------------------------------------------------------------------------
+def live_versions(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
+                  env: str | None = None, live_minutes: int = 15) -> pl.DataFrame:
+    """(service, env, version, requests, last_seen) of versions with traffic in the window's last minutes."""
+    where, params = _where(window, service=service, env=env)
+    recent = window.end - timedelta(minutes=live_minutes)
+    sql = f"""
+        SELECT service, env, version, count(*) AS requests, max(ts) AS last_seen
+        FROM requests WHERE {where} AND version IS NOT NULL AND version <> ''
+        GROUP BY ALL HAVING max(ts) >= ? ORDER BY service, env, requests DESC
+    """
+    return conn.execute(sql, [*params, recent]).pl()
+
+
+def canary_pairs(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
+                 env: str | None = None) -> list[tuple[str, str | None, str, str]]:
+    """(service, env, baseline, canary) for every service with more than one live version."""
+    versions = live_versions(conn, window=window, service=service, env=env)
+    pairs = []
+    for (svc, environment), group in versions.group_by(["service", "env"], maintain_order=True):
+        names = group.sort("requests", descending=True).get_column("version").to_list()
+        pairs += [(str(svc), environment, names[0], other) for other in names[1:]]
+    return pairs
+
+
+def minute_counts(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
+                  baseline: str, canary: str) -> pl.DataFrame:
+    """Per (method, route, version, minute): requests, 5xx, slow (over the pooled route p99)."""
+    where, params = _where(window, service=service, env=env)
+    sql = f"""
+        WITH base AS (SELECT method, coalesce(route, path, '') AS route, version, ts, status, duration_ms
+                      FROM requests WHERE {where} AND version IN (?, ?)),
+             thr AS (SELECT method, route, quantile_cont(duration_ms, 0.99) AS p99 FROM base GROUP BY ALL)
+        SELECT b.method, b.route, b.version, time_bucket(INTERVAL 1 minute, b.ts) AS minute,
+               count(*)::DOUBLE AS n,
+               count(*) FILTER (WHERE b.status >= 500)::DOUBLE AS e,
+               count(*) FILTER (WHERE b.duration_ms > t.p99)::DOUBLE AS slow
+        FROM base b JOIN thr t USING (method, route) GROUP BY ALL
+    """
+    return conn.execute(sql, [*params, baseline, canary]).pl()
+
+
+def latency_summary(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
+                    baseline: str, canary: str, since: datetime) -> pl.DataFrame:
+    """Per (scope, version): requests, 5xx, p50, p99, and the canary's share slower than the baseline p99."""
+    where, params = _where(Window(max(since, window.start), window.end), service=service, env=env)
+    sql = f"""
+        WITH base AS (SELECT method || ' ' || coalesce(route, path, '') AS scope, version, status, duration_ms
+                      FROM requests WHERE {where} AND version IN (?, ?)),
+             allr AS (SELECT '' AS scope, version, status, duration_ms FROM base UNION ALL
+                      SELECT scope, version, status, duration_ms FROM base),
+             bp99 AS (SELECT scope, quantile_cont(duration_ms, 0.99) AS base_p99 FROM allr
+                      WHERE version = ? GROUP BY scope)
+        SELECT a.scope, a.version, count(*) AS requests,
+               count(*) FILTER (WHERE status >= 500) AS errors_5xx,
+               quantile_cont(duration_ms, 0.5) AS p50_ms, quantile_cont(duration_ms, 0.99) AS p99_ms,
+               avg(CASE WHEN duration_ms > b.base_p99 THEN 1.0 ELSE 0.0 END) AS slower_than_base_p99
+        FROM allr a LEFT JOIN bp99 b USING (scope) GROUP BY ALL
+    """
+    return conn.execute(sql, [*params, baseline, canary, baseline]).pl()
+
+
+def _where(window: Window, *, service: str | None, env: str | None) -> tuple[str, list[Any]]:
+    clauses, params = ["ts >= ?", "ts < ?"], [window.start, window.end]
+    if service:
+        clauses.append("service = ?")
+        params.append(service)
+    if env:
+        clauses.append("env = ?")
+        params.append(env)
+    return " AND ".join(clauses), params
+
+
+# --------------------------------------------------------------------------------------
+# Judging
+# --------------------------------------------------------------------------------------
+@dataclass
+class _Test:
+    scope: str  # "" for the whole service, else "METHOD /route"
+    metric: str  # "5xx" or "slow"
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    result: SequentialResult
+    rollback_at: int | None
+    promote_at: int | None
+
+
+def judge(conn: duckdb.DuckDBPyConnection, service: str | None = None, *, window: Window,
+          env: str | None = None, baseline: str | None = None, canary: str | None = None,
+          expected_share: float | None = None, config: JudgeConfig = JudgeConfig()) -> list[CanaryVerdict]:
+    """Verdicts for one named pair, every canary of one service, or every service with >1 live version."""
+    if (baseline is None) != (canary is None):
+        raise MeshlensError("give both --baseline and --canary, or neither")
+    if baseline and canary:
+        if not service:
+            raise MeshlensError("--baseline/--canary need a SERVICE")
+        _check_versions(conn, window=window, service=service, env=env, names=(baseline, canary))
+        envs = _envs_of(conn, window=window, service=service, env=env, versions=(baseline, canary))
+        pairs = [(service, e, baseline, canary) for e in envs]
+    else:
+        pairs = canary_pairs(conn, window=window, service=service, env=env)
+    return [judge_pair(conn, window=window, service=s, env=e, baseline=b, canary=c,
+                       expected_share=expected_share, config=config) for s, e, b, c in pairs]
+
+
+def judge_pair(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
+               baseline: str, canary: str, expected_share: float | None = None,
+               config: JudgeConfig = JudgeConfig()) -> CanaryVerdict:
+    """The verdict for one (service, env, baseline, canary) over the minutes both served traffic."""
+    counts = minute_counts(conn, window=window, service=service, env=env, baseline=baseline, canary=canary)
+    minutes = _overlap_minutes(counts, baseline, canary)
+    verdict = CanaryVerdict(service=service, env=env, baseline=baseline, canary=canary,
+                            verdict="insufficient_data", evidence="", decided_at=None, since=None,
+                            start=minutes[0] if minutes else None,
+                            end=minutes[-1] + timedelta(minutes=1) if minutes else None)
+    if not minutes:
+        verdict.evidence = f"{canary} and {baseline} never served {service} in the same minute of {window}"
+        return verdict
+    tests = _run_tests(counts, minutes, baseline, canary, config)
+    _decide(verdict, tests, minutes, config)
+    _describe(conn, verdict, tests, minutes, window=window, config=config)
+    verdict.traffic = traffic_share(tests[0].arrays, minutes, expected=expected_share, config=config)
+    verdict.next_weights = next_weights(verdict.verdict, verdict.traffic, baseline, canary)
+    return verdict
+
+
+def _overlap_minutes(counts: pl.DataFrame, baseline: str, canary: str) -> list[datetime]:
+    per = counts.group_by("minute", "version").agg(pl.col("n").sum())
+    both = per.group_by("minute").agg(pl.col("version").n_unique().alias("k")).filter(pl.col("k") == 2)
+    if both.is_empty():
+        return []
+    first, last = both.get_column("minute").min(), both.get_column("minute").max()
+    return pl.datetime_range(first, last, "1m", eager=True).to_list()  # type: ignore[arg-type]
+
+
+def _arrays(counts: pl.DataFrame, minutes: list[datetime], version: str, column: str) -> tuple[np.ndarray, np.ndarray]:
+    grid = pl.DataFrame({"minute": minutes}).with_columns(pl.col("minute").cast(counts.schema["minute"]))
+    mine = counts.filter(pl.col("version") == version).group_by("minute").agg(pl.col("n").sum(), pl.col(column).sum())
+    joined = grid.join(mine, on="minute", how="left").fill_null(0.0)
+    return joined.get_column("n").to_numpy().astype(float), joined.get_column(column).to_numpy().astype(float)
+
+
+def _run_tests(counts: pl.DataFrame, minutes: list[datetime], baseline: str, canary: str,
+               config: JudgeConfig) -> list[_Test]:
+    scoped = counts.with_columns((pl.col("method").fill_null("") + " " + pl.col("route").fill_null("")).alias("scope"))
+    canary_routes = (scoped.filter(pl.col("version") == canary).group_by("scope").agg(pl.col("n").sum())
+                     .sort("n", descending=True).head(20).get_column("scope").to_list())
+    scopes = [""] + [s for s in canary_routes
+                     if scoped.filter((pl.col("scope") == s) & (pl.col("version") == baseline)).height]
+    alpha = config.alpha / (2 * len(scopes))
+    tests = []
+    for scope in scopes:
+        part = scoped if scope == "" else scoped.filter(pl.col("scope") == scope)
+        for metric, column in (("5xx", "e"), ("slow", "slow")):
+            n_b, e_b = _arrays(part, minutes, baseline, column)
+            n_c, e_c = _arrays(part, minutes, canary, column)
+            result = confidence_sequence(n_b, e_b, n_c, e_c, alpha=alpha, prior_sd=config.prior_sd,
+                                         block=config.block_minutes)
+            tests.append(_make_test(scope, metric, (n_b, e_b, n_c, e_c), result, config))
+    return tests
+
+
+def _make_test(scope: str, metric: str, arrays: tuple[np.ndarray, ...], result: SequentialResult,
+               config: JudgeConfig) -> _Test:
+    n_c = arrays[2]
+    gate = (np.cumsum(n_c) >= config.min_canary_requests) & (np.arange(len(n_c)) + 1 >= config.min_minutes)
+    promote_gate = np.cumsum(n_c) >= config.min_promote_requests
+    return _Test(scope, metric, arrays, result,  # type: ignore[arg-type]
+                 rollback_at=first_true(gate & (result.lower > 1.0)),
+                 promote_at=first_true(promote_gate & gate & (result.upper < config.promote_ratio)))
+
+
+def _decide(verdict: CanaryVerdict, tests: list[_Test], minutes: list[datetime], config: JudgeConfig) -> None:
+    bad = [t for t in tests if t.rollback_at is not None]
+    overall = [t for t in tests if t.scope == ""]
+    gate_met = overall[0].arrays[2].sum() >= config.min_canary_requests and len(minutes) >= config.min_minutes
+    if bad:
+        verdict.verdict = "rollback"
+        verdict.decided_at = minutes[min(t.rollback_at for t in bad)] + timedelta(minutes=1)  # type: ignore[type-var]
+    elif not gate_met:
+        verdict.verdict = "insufficient_data"
+    elif all(t.promote_at is not None for t in overall):
+        verdict.verdict = "promote"
+        verdict.decided_at = minutes[max(t.promote_at for t in overall)] + timedelta(minutes=1)  # type: ignore[type-var]
+    else:
+        verdict.verdict = "continue"
+
+
+def _deciding_test(verdict: CanaryVerdict, tests: list[_Test]) -> _Test:
+    """The test the evidence sentence quotes: the strongest rejection, else the overall 5xx test."""
+    bad = [t for t in tests if t.rollback_at is not None]
+    if verdict.verdict == "rollback" and bad:
+        return max(bad, key=lambda t: (float(t.result.lower[-1]), t.scope != ""))
+    return tests[0]
+
+
+def _describe(conn: duckdb.DuckDBPyConnection, verdict: CanaryVerdict, tests: list[_Test],
+              minutes: list[datetime], *, window: Window, config: JudgeConfig) -> None:
+    """Fill since, the tables and the one-sentence evidence."""
+    deciding = _deciding_test(verdict, tests)
+    since_idx = 0
+    if verdict.verdict == "rollback":
+        since_idx = change_point(*deciding.arrays, ratio=float(deciding.result.ratio[-1]))
+    verdict.since = minutes[since_idx]
+    summary = latency_summary(conn, window=window, service=verdict.service, env=verdict.env,
+                              baseline=verdict.baseline, canary=verdict.canary, since=verdict.since)
+    verdict.overall = _scope_rows(summary, tests, "", verdict)
+    verdict.routes = [row for t in tests if t.scope and t.metric == "5xx"
+                      for row in _scope_rows(summary, tests, t.scope, verdict)]
+    verdict.evidence = _sentence(verdict, deciding, since_idx, config)
+
+
+def _scope_rows(summary: pl.DataFrame, tests: list[_Test], scope: str, verdict: CanaryVerdict) -> list[dict[str, Any]]:
+    rows = []
+    for version in (verdict.baseline, verdict.canary):
+        part = summary.filter((pl.col("scope") == scope) & (pl.col("version") == version))
+        stats = part.row(0, named=True) if part.height else {}
+        requests = int(stats.get("requests") or 0)
+        row: dict[str, Any] = {"scope": scope or "(all routes)", "version": version, "requests": requests,
+                               "errors_5xx": int(stats.get("errors_5xx") or 0),
+                               "error_ratio": (stats.get("errors_5xx") or 0) / requests if requests else None,
+                               "p50_ms": stats.get("p50_ms"), "p99_ms": stats.get("p99_ms"),
+                               "slower_than_baseline_p99": stats.get("slower_than_baseline_p99")}
+        if version == verdict.canary:
+            for t in tests:
+                if t.scope == scope:
+                    key = "5xx" if t.metric == "5xx" else "slow"
+                    row[f"{key}_ratio"] = float(t.result.ratio[-1])
+                    row[f"{key}_ratio_ci"] = [float(t.result.lower[-1]), float(t.result.upper[-1])]
+                    row[f"{key}_rollback"] = t.rollback_at is not None
+        rows.append(row)
+    return rows
+
+
+def _sentence(verdict: CanaryVerdict, test: _Test, since_idx: int, config: JudgeConfig) -> str:
+    n_b, e_b, n_c, e_c = (a[since_idx:] for a in test.arrays)
+    rate_b, rate_c = _ratio(e_b.sum(), n_b.sum()), _ratio(e_c.sum(), n_c.sum())
+    where = f" on {test.scope}" if test.scope else ""
+    what = "5xx rate" if test.metric == "5xx" else "share of requests slower than the route's p99"
+    counts = f"n={int(n_c.sum()):,} vs {int(n_b.sum()):,}"
+    b, c = verdict.baseline, verdict.canary
+    since = f"{verdict.since:%H:%M}" if verdict.since else "the start"
+    if verdict.verdict == "rollback":
+        times = f"{rate_c / rate_b:.1f}x" if rate_b > 0 else "more than"
+        return (f"{c} has {times} the {what} of {b}{where} ({_pct(rate_c)} vs {_pct(rate_b)}, {counts}) "
+                f"since {since}; recommend rolling back {c}")
+    lo, hi = float(test.result.lower[-1]), float(test.result.upper[-1])
+    band = f"ratio {float(test.result.ratio[-1]):.2f}, {100 * (1 - config.alpha):.0f}% CI {lo:.2f}-{hi:.2f}"
+    if verdict.verdict == "promote":
+        return (f"{c} matches {b}: 5xx {_pct(rate_c)} vs {_pct(rate_b)} ({band}, {counts}), latency within "
+                f"{config.promote_ratio}x; recommend promoting {c}")
+    if verdict.verdict == "continue":
+        return f"no significant difference yet between {c} and {b}: 5xx {_pct(rate_c)} vs {_pct(rate_b)} ({band}, {counts}); keep watching"
+    return (f"only {int(n_c.sum()):,} {c} requests over {len(n_c)} minutes "
+            f"(need {config.min_canary_requests:,} and {config.min_minutes} minutes)")
+
+
+def _ratio(num: float, den: float) -> float:
+    return float(num) / float(den) if den else 0.0
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.1f}%" if value >= 0.001 or value == 0 else f"{100 * value:.2f}%"
+
+
+def traffic_share(arrays: tuple[np.ndarray, ...], minutes: list[datetime], *, expected: float | None,
+                  config: JudgeConfig) -> dict[str, Any]:
+    """Observed canary share vs the expected one (given, else the nearest standard weight), per hour too."""
+    n_b, _, n_c, _ = arrays
+    total = n_b + n_c
+    observed = _ratio(n_c.sum(), total.sum())
+    nominal = expected if expected is not None else min(WEIGHT_LADDER, key=lambda w: abs(w / 100 - observed)) / 100
+    hours = [(_ratio(n_c[i:i + 60].sum(), total[i:i + 60].sum()), minutes[i]) for i in range(0, len(total), 60)
+             if total[i:i + 60].sum() >= 100]
+    off = [f"{t:%H:%M} {100 * s:.1f}%" for s, t in hours if nominal and abs(s - nominal) / nominal > config.share_tolerance]
+    ok = bool(nominal) and abs(observed - nominal) / nominal <= config.share_tolerance and not off
+    note = (f"canary share {100 * observed:.1f}% vs expected {100 * nominal:.0f}%"
+            + ("" if ok else "; off in hours " + ", ".join(off[:5]) if off else ""))
+    return {"expected": nominal, "expected_source": "given" if expected is not None else "nearest standard weight",
+            "observed": round(observed, 4), "ok": ok, "note": note}
+
+
+def next_weights(verdict: str, traffic: dict[str, Any], baseline: str, canary: str) -> dict[str, int]:
+    """Recommended traffic weights (percent) for the next step."""
+    current = int(round(100 * (traffic.get("expected") or traffic.get("observed") or 0)))
+    if verdict == "rollback":
+        step = 0
+    elif verdict == "promote":
+        step = next((w for w in WEIGHT_LADDER if w > current), 100)
+    else:
+        step = current
+    return {baseline: 100 - step, canary: step}
+
+
+def _check_versions(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
+                    names: tuple[str, str]) -> None:
+    where, params = _where(window, service=service, env=env)
+    known = [r[0] for r in conn.execute(f"SELECT DISTINCT version FROM requests WHERE {where}", params).fetchall()
+             if r[0] is not None]
+    for name in names:
+        if name not in known:
+            raise UnknownNameError(f"version of {service} in {window}", name, known)
+
+
+def _envs_of(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
+             versions: tuple[str, str]) -> list[str | None]:
+    where, params = _where(window, service=service, env=env)
+    rows = conn.execute(f"SELECT env, count(DISTINCT version) FROM requests WHERE {where} AND version IN (?, ?) "
+                        "GROUP BY env HAVING count(DISTINCT version) = 2 ORDER BY env", [*params, *versions]).fetchall()
+    return [r[0] for r in rows] or [env]

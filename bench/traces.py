@@ -1,0 +1,305 @@
+"""Traces benchmark: OTLP protobuf file ingest vs the bare decode floor; the live receiver.
+
+1. **Files.** Synthetic but realistic spans (5 services, CLIENT/SERVER pairs, 9 attributes per
+   span in current semantic conventions, 2% errors with exception events) written as
+   Collector-style framed protobuf streams of 512-span requests. Measured side by side in one
+   run:
+   - the *floor*: a bare loop of ``ExportTraceServiceRequest.FromString`` plus building the
+     Arrow table of the span fields (ids, name, kind, times, status, service) - no attribute
+     work, no Parquet;
+   - ``ingest.otlp.ingest_span_file``: detection, decoding every attribute, semantic
+     conventions, route templating, the whole ``spans`` schema, Parquet, manifest.
+   Target: ingest at least 0.5x the floor's spans/s.
+2. **Receiver.** ``meshlens serve`` as a subprocess; concurrent senders POST pre-encoded
+   512-span requests over keep-alive connections. Reported: sustained spans/s acknowledged
+   (until every span is published), p50/p99 acknowledgement latency, the server's peak RSS and
+   its RSS at each quarter of the run (flat memory). Target: 50,000 spans/s on 2 cores.
+
+Run: ``.venv/bin/python -m bench.traces [--spans N] [--seconds S] [--senders K]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 512
+SERVICES = ("frontend", "checkout", "payment", "inventory", "shipping")
+BASE_NS = 1_794_268_800_000_000_000  # 2026-11-10T00:00:00Z
+
+
+# -- data -------------------------------------------------------------------------------------
+
+def make_request(rng: random.Random, *, spans: int = BATCH, t0: int = BASE_NS) -> ExportTraceServiceRequest:
+    """One request: spans of one service, half SERVER and half CLIENT, realistic attributes."""
+    service = rng.choice(SERVICES)
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    for key, value in (("service.name", service), ("service.version", rng.choice(("v1", "v2"))),
+                       ("deployment.environment.name", "prod"), ("telemetry.sdk.language", "python")):
+        kv = rs.resource.attributes.add()
+        kv.key, kv.value.string_value = key, value
+    scope = rs.scope_spans.add()
+    scope.scope.name = "opentelemetry.instrumentation.flask"
+    for i in range(spans):
+        _fill_span(scope.spans.add(), rng, t0 + i * 100_000)
+    return request
+
+
+def _fill_span(span: object, rng: random.Random, start: int) -> None:
+    server = rng.random() < 0.5
+    order = rng.randrange(1, 10**6)
+    span.trace_id = rng.randbytes(16)  # type: ignore[attr-defined]
+    span.span_id = rng.randbytes(8)  # type: ignore[attr-defined]
+    span.parent_span_id = rng.randbytes(8)  # type: ignore[attr-defined]
+    span.name = "POST /v1/orders/{id}" if server else "POST"  # type: ignore[attr-defined]
+    span.kind = 2 if server else 3  # type: ignore[attr-defined]
+    span.start_time_unix_nano = start  # type: ignore[attr-defined]
+    span.end_time_unix_nano = start + rng.randrange(200_000, 90_000_000)  # type: ignore[attr-defined]
+    error = rng.random() < 0.02
+    attrs = {
+        "http.request.method": "POST", "url.path": f"/v1/orders/{order}", "url.scheme": "http",
+        "server.address": f"{rng.choice(SERVICES)}.svc", "server.port": 8080,
+        "network.protocol.version": "1.1", "user_agent.original": "python-requests/2.32",
+        "http.response.status_code": 503 if error else 200,
+    }
+    if server:
+        attrs["http.route"] = "/v1/orders/{id}"
+    else:
+        attrs["service.peer.name"] = rng.choice(SERVICES)
+    for key, value in attrs.items():
+        kv = span.attributes.add()  # type: ignore[attr-defined]
+        kv.key = key
+        if isinstance(value, int):
+            kv.value.int_value = value
+        else:
+            kv.value.string_value = value
+    if error:
+        span.status.code = 2  # type: ignore[attr-defined]
+        event = span.events.add()  # type: ignore[attr-defined]
+        event.name, event.time_unix_nano = "exception", start
+        for key, value in (("exception.type", "TimeoutError"), ("exception.message", "upstream timed out")):
+            kv = event.attributes.add()
+            kv.key, kv.value.string_value = key, value
+
+
+def write_files(folder: Path, *, spans: int, per_file: int = 20 * BATCH, seed: int = 1) -> list[Path]:
+    """Framed protobuf streams (4-byte big-endian length + message), ``per_file`` spans each."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(max(1, spans // per_file)):
+        frames = []
+        for _ in range(per_file // BATCH):
+            body = make_request(rng).SerializeToString()
+            frames.append(struct.pack(">I", len(body)) + body)
+        path = folder / f"traces-{index:04d}.pb"
+        path.write_bytes(b"".join(frames))
+        paths.append(path)
+    return paths
+
+
+# -- files: floor vs ingest --------------------------------------------------------------------
+
+def floor_table(data: bytes) -> pa.Table:
+    """The floor: FromString per frame plus an Arrow table of the plain span fields."""
+    cols: dict[str, list[object]] = {k: [] for k in ("trace_id", "span_id", "parent_span_id", "name", "kind",
+                                                      "start", "end", "status", "service")}
+    pos = 0
+    while pos < len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        request = ExportTraceServiceRequest.FromString(data[pos + 4:pos + 4 + length])
+        pos += 4 + length
+        for rs in request.resource_spans:
+            service = next((kv.value.string_value for kv in rs.resource.attributes if kv.key == "service.name"), "")
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    cols["trace_id"].append(span.trace_id.hex())
+                    cols["span_id"].append(span.span_id.hex())
+                    cols["parent_span_id"].append(span.parent_span_id.hex())
+                    cols["name"].append(span.name)
+                    cols["kind"].append(span.kind)
+                    cols["start"].append(span.start_time_unix_nano)
+                    cols["end"].append(span.end_time_unix_nano)
+                    cols["status"].append(span.status.code)
+                    cols["service"].append(service)
+    return pa.table(cols)
+
+
+def bench_files(paths: list[Path], lake_root: Path) -> dict[str, float]:
+    """Spans/s of the floor and of ingest_span_file over the same files (one pass each)."""
+    from ingest.otlp import ingest_span_file
+    from meshlens.lake import Lake
+
+    blobs = [p.read_bytes() for p in paths]
+    started = time.perf_counter()
+    floor_spans = sum(floor_table(b).num_rows for b in blobs)
+    floor_s = time.perf_counter() - started
+    lake = Lake(lake_root)
+    started = time.perf_counter()
+    stored = 0
+    for path in paths:
+        stored += ingest_span_file(lake, path, path.read_bytes()).rows_stored
+    ingest_s = time.perf_counter() - started
+    assert stored == floor_spans, (stored, floor_spans)
+    return {"spans": floor_spans, "floor_rate": floor_spans / floor_s, "ingest_rate": stored / ingest_s,
+            "floor_s": floor_s, "ingest_s": ingest_s}
+
+
+# -- receiver ------------------------------------------------------------------------------------
+
+def _rss_kib(pid: int, field: str = "VmRSS") -> int:
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def start_server(data: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`meshlens serve --port 0` with default settings; returns (process, port)."""
+    args = [sys.executable, "-c", "from meshlens.cli import main; main()", "serve", "--data", str(data), "--port", "0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MESHLENS_")}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    port = int(line.rsplit(":", 1)[1].split("/", 1)[0])
+    return proc, port
+
+
+def bench_receiver(data: Path, *, seconds: float, senders: int) -> dict[str, float]:
+    """Concurrent senders for ``seconds``; then SIGTERM and count what reached the lake."""
+    rng = random.Random(7)
+    bodies = [make_request(rng).SerializeToString() for _ in range(32)]
+    proc, port = start_server(data)
+    latencies: list[float] = []
+    acked = [0]
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + seconds
+
+    def sender(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine, n = [], 0
+        while time.perf_counter() < stop_at:
+            body = bodies[(index + n) % len(bodies)]
+            n += 1
+            t0 = time.perf_counter()
+            conn.request("POST", "/v1/traces", body=body, headers={"Content-Type": "application/x-protobuf"})
+            response = conn.getresponse()
+            response.read()
+            if response.status == 200:
+                mine.append(time.perf_counter() - t0)
+            else:
+                time.sleep(float(response.getheader("Retry-After", "1")))
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            acked[0] += len(mine) * BATCH
+
+    rss_samples: list[int] = []
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(senders)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        rss_samples.append(_rss_kib(proc.pid))
+        time.sleep(0.25)
+    for t in threads:
+        t.join()
+    sent_s = time.perf_counter() - started
+    peak_kib = _rss_kib(proc.pid, "VmHWM")
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=300)
+    drained_s = time.perf_counter() - started
+    stored = _count_spans(data)
+    latencies.sort()
+    quarters = [rss_samples[min(len(rss_samples) - 1, int(len(rss_samples) * q))] for q in (0.25, 0.5, 0.75, 0.99)] if rss_samples else [0]
+    return {
+        "acked": acked[0], "stored": stored, "ack_rate": acked[0] / sent_s, "sustained_rate": stored / drained_s,
+        "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else 0.0,
+        "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else 0.0,
+        "peak_rss_mib": peak_kib / 1024, "rss_quarters_mib": "/".join(f"{q / 1024:.0f}" for q in quarters),
+        "seconds": sent_s, "drain_seconds": drained_s - sent_s,
+    }
+
+
+def _count_spans(data: Path) -> int:
+    from meshlens import catalog
+    from meshlens.lake import Lake
+
+    return int(catalog.connect(Lake(data)).execute("SELECT count(*) FROM spans").fetchone()[0])
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+def report(files: dict[str, float], receiver: dict[str, float], *, senders: int) -> str:
+    """The Markdown table of results."""
+    ratio = files["ingest_rate"] / files["floor_rate"]
+    lines = [
+        "### traces",
+        "",
+        f"cores: {os.cpu_count()}; python {sys.version.split()[0]}; protobuf backend "
+        f"{_protobuf_backend()}; {files['spans']:,.0f} spans in files of {20 * BATCH} spans",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| floor: FromString + Arrow table of span fields | {files['floor_rate']:,.0f} spans/s | |",
+        f"| `ingest_span_file` (protobuf files -> spans Parquet) | {files['ingest_rate']:,.0f} spans/s | |",
+        f"| ingest / floor | {ratio:.2f}x | >= 0.5x {'OK' if ratio >= 0.5 else 'MISSED'} |",
+        f"| receiver acknowledged ({senders} senders, {BATCH}-span protobuf requests) | {receiver['ack_rate']:,.0f} spans/s | |",
+        f"| receiver sustained (acked and published, incl. final flush) | {receiver['sustained_rate']:,.0f} spans/s | "
+        f">= 50,000 {'OK' if receiver['sustained_rate'] >= 50_000 else 'MISSED'} |",
+        f"| ack latency p50 / p99 | {receiver['p50_ms']:.1f} / {receiver['p99_ms']:.1f} ms | |",
+        f"| receiver peak RSS | {receiver['peak_rss_mib']:.0f} MiB | flat |",
+        f"| receiver RSS at 25/50/75/99% of the run | {receiver['rss_quarters_mib']} MiB | flat |",
+        f"| spans acked / stored in the lake | {receiver['acked']:,.0f} / {receiver['stored']:,.0f} | equal |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _protobuf_backend() -> str:
+    from google.protobuf.internal import api_implementation
+
+    return str(api_implementation.Type())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run both benchmarks, print the table, write bench/results/traces.md."""
+    parser = argparse.ArgumentParser(description="traces benchmark")
+    parser.add_argument("--spans", type=int, default=204_800, help="spans in the protobuf files")
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long the senders post")
+    parser.add_argument("--senders", type=int, default=4, help="concurrent senders")
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="meshlens-bench-traces-"))
+    try:
+        paths = write_files(work / "files", spans=args.spans)
+        files = bench_files(paths, work / "lake-files")
+        receiver = bench_receiver(work / "lake-serve", seconds=args.seconds, senders=args.senders)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    table = report(files, receiver, senders=args.senders)
+    print(table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "traces.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""A lean, wire-compatible view of ``ExportTraceServiceRequest`` for the hot decode loop.
+
+Reading every attribute through the generated OTLP classes costs two Python wrapper objects
+per attribute (``KeyValue`` and ``AnyValue``), several times the cost of decoding the span
+itself. This module declares, at import time, message types with the same field numbers as
+``opentelemetry.proto`` but with ``attributes`` as ``repeated bytes``: upb hands each
+``KeyValue`` over as its raw encoding, and ``AttributeCache`` maps that encoding to
+``(key, value)`` and to its JSON fragment ``"key":value``. Attribute values repeat heavily
+(method, status, route, host, user agent), so most lookups are one C-level dict hit; a miss
+decodes the bytes with the real ``KeyValue`` class.
+
+Only the fields meshlens stores are declared; the others are skipped as unknown fields.
+Protobuf guarantees the same bytes parse identically under both declarations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+_PACKAGE = "meshlens.otlpwire"
+_OPT, _REP = 1, 3
+_BYTES, _STRING, _MESSAGE, _INT32, _FIXED64 = 12, 9, 11, 5, 6
+
+_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
+    "Request": [("resource_spans", 1, _MESSAGE, _REP, "ResourceSpans")],
+    "ResourceSpans": [("resource", 1, _MESSAGE, _OPT, "Resource"), ("scope_spans", 2, _MESSAGE, _REP, "ScopeSpans")],
+    "Resource": [("attributes", 1, _BYTES, _REP, None)],
+    "ScopeSpans": [("spans", 2, _MESSAGE, _REP, "Span")],
+    "Span": [
+        ("trace_id", 1, _BYTES, _OPT, None), ("span_id", 2, _BYTES, _OPT, None),
+        ("parent_span_id", 4, _BYTES, _OPT, None), ("name", 5, _STRING, _OPT, None),
+        ("kind", 6, _INT32, _OPT, None), ("start_time_unix_nano", 7, _FIXED64, _OPT, None),
+        ("end_time_unix_nano", 8, _FIXED64, _OPT, None), ("attributes", 9, _BYTES, _REP, None),
+        ("events", 11, _MESSAGE, _REP, "Event"), ("status", 15, _MESSAGE, _OPT, "Status"),
+    ],
+    "Event": [("name", 2, _STRING, _OPT, None), ("attributes", 3, _BYTES, _REP, None)],
+    "Status": [("message", 2, _STRING, _OPT, None), ("code", 3, _INT32, _OPT, None)],
+}
+
+
+def _build() -> Any:
+    """Register the lean messages in a private descriptor pool; returns the Request class."""
+    proto = descriptor_pb2.FileDescriptorProto(name="meshlens_otlp_wire.proto", package=_PACKAGE, syntax="proto3")
+    for name, fields in _MESSAGES.items():
+        message = proto.message_type.add(name=name)
+        for field_name, number, field_type, label, type_name in fields:
+            added = message.field.add(name=field_name, number=number, type=field_type, label=label)
+            if type_name:
+                added.type_name = f".{_PACKAGE}.{type_name}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.Request"))
+
+
+Request = _build()
+"""Wire-compatible ExportTraceServiceRequest with attributes as raw KeyValue bytes."""
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False).encode
+
+
+class BadAttribute(ValueError):
+    """A KeyValue whose bytes do not decode."""
+
+
+class AttributeCache(dict):  # type: ignore[type-arg]
+    """KeyValue bytes -> (key, value); ``fragments`` holds bytes -> ``"key":value`` JSON."""
+
+    max_entries = 200_000
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fragments: dict[bytes, str] = {}
+
+    def __missing__(self, raw: bytes) -> tuple[str, Any]:
+        try:
+            kv = KeyValue.FromString(raw)
+        except DecodeError as exc:
+            raise BadAttribute(f"an attribute does not decode ({exc})") from None
+        pair = (kv.key, any_value(kv.value))
+        if len(self) >= self.max_entries:
+            self.clear()
+            self.fragments.clear()
+        self[raw] = pair
+        self.fragments[raw] = _fragment(pair)
+        return pair
+
+    def json(self, raws: Any) -> str:
+        """The JSON object of a span's attributes (call after the pairs were looked up)."""
+        fragments = self.fragments
+        try:
+            return "{" + ",".join(map(fragments.__getitem__, raws)) + "}"
+        except KeyError:  # the cache was cleared in between: rebuild the missing fragments
+            return "{" + ",".join(_fragment(self[r]) for r in raws) + "}"
+
+
+def _fragment(pair: tuple[str, Any]) -> str:
+    try:
+        return _ENCODE({pair[0]: pair[1]})[1:-1]
+    except ValueError:  # NaN or Infinity: JSON has no such numbers, keep them as text
+        return _ENCODE({pair[0]: _finite(pair[1])})[1:-1]
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def any_value(value: Any) -> Any:
+    """An AnyValue message -> a plain Python value (bytes become base64 text)."""
+    import base64
+
+    which = value.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if which == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return getattr(value, which)
