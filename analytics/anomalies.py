@@ -59,7 +59,7 @@ class LakeConfig:
     history_days: int = 7
     train_rows: int = 20_000
     n_estimators: int = 64
-    quantile: float = 0.99
+    quantile: float = 0.975
     z_gate: float = 5.0
     min_minutes: int = 2
     merge_gap_minutes: int = 3
@@ -305,7 +305,8 @@ def detect(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | No
     if scored.is_empty():
         return []
     episodes = _episodes(scored, config)
-    return _group(episodes, config)
+    known = scored.filter(pl.col("kind") == "edge").select("caller", "service").unique()
+    return _group(episodes, config, known_edges=set(known.iter_rows()))
 
 
 def score_lake(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
@@ -391,8 +392,11 @@ def _lake_features(dense: pl.DataFrame, config: LakeConfig) -> pl.DataFrame:
         ((pl.col(col).shift(lag).rolling_sum(window_size=w, min_samples=w // 4).over(over) + 1)
          / (pl.col("requests").shift(lag).rolling_sum(window_size=w, min_samples=w // 4).over(over) + 100))
         .alias(f"p0_{name}") for name, col in (("err", "errors_5xx"), ("cerr", "client_errors_4xx"))])
+    evidence = (pl.col("n_k") / 20.0).clip(0.0, 1.0).sqrt()  # latency of few requests is weak evidence
     feats = frame.with_columns(
-        *[((pl.col(f"l_{n}") - pl.col(f"b_{n}")) / pl.col(f"s_{n}")).alias(f"z_{n}") for n in names],
+        _poisson_z(k).alias("z_rate"),
+        ((pl.col("l_bytes") - pl.col("b_bytes")) / pl.col("s_bytes") * evidence).alias("z_bytes"),
+        *[((pl.col(f"l_{n}") - pl.col(f"b_{n}")) / pl.col(f"s_{n}") * evidence).alias(f"z_{n}") for n in ("p50", "p99")],
         _binomial_z("e_k", "n_k", "p0_err").alias("z_err"),
         _binomial_z("c_k", "n_k", "p0_cerr").alias("z_cerr"),
         _binomial_z("errors_5xx", "requests", "p0_err").alias("z1_err"))
@@ -405,10 +409,19 @@ def _lake_features(dense: pl.DataFrame, config: LakeConfig) -> pl.DataFrame:
 def _minute_bad() -> pl.Expr:
     """This minute on its own still looks bad (used to trim an incident's tail)."""
     ratio = pl.col("errors_5xx") / pl.max_horizontal(pl.col("requests"), pl.lit(1.0))
-    slow = (pl.col("p50_ms").clip(0.01).log() - pl.col("b_p50") >= math.log(1.3)) | (
-        pl.col("p99_ms").clip(0.01).log() - pl.col("b_p99") >= math.log(1.5))
-    drop = pl.col("requests").log1p() - pl.col("b_rate") <= -math.log(2.0)
-    return ((pl.col("errors_5xx") >= 1) & (ratio >= 2 * pl.col("p0_err") + 0.01)) | slow.fill_null(False) | drop
+    slow = ((pl.col("p50_ms").clip(0.01).log() - pl.col("b_p50") >= math.log(1.5)) | (
+        pl.col("p99_ms").clip(0.01).log() - pl.col("b_p99") >= math.log(2.0))) & (pl.col("requests") >= 5)
+    drop = (pl.col("requests").log1p() - pl.col("b_rate") <= -math.log(2.0)) & (pl.col("b_rate") >= math.log(11.0))
+    client = pl.col("client_errors_4xx") / pl.max_horizontal(pl.col("requests"), pl.lit(1.0))
+    return (((pl.col("errors_5xx") >= 1) & (ratio >= 2 * pl.col("p0_err") + 0.01))
+            | ((pl.col("client_errors_4xx") >= 1) & (client >= 2 * pl.col("p0_cerr") + 0.02))
+            | slow.fill_null(False) | drop)
+
+
+def _poisson_z(k: int) -> pl.Expr:
+    """Requests in the last k minutes vs the baseline rate, Poisson with 10% overdispersion."""
+    expected = (pl.col("b_rate").exp() - 1) * k
+    return (pl.col("n_k") - expected) / (expected + (0.1 * expected) ** 2 + 1).sqrt()
 
 
 def _binomial_z(errors: str, requests: str, p0: str) -> pl.Expr:
@@ -425,7 +438,8 @@ def _seasonal(frame: pl.DataFrame, *, period: int, prefix: str, over: list[str],
     count = pl.sum_horizontal([e.is_not_null().cast(pl.Int32) for e in lagged("l_rate")])
     enough = count >= 2
     rate = (pl.col("l_rate") - pl.concat_list(lagged("l_rate")).list.drop_nulls().list.median()) / pl.col("s_rate")
-    p99 = (pl.col("l_p99") - pl.concat_list(lagged("l_p99")).list.drop_nulls().list.median()) / pl.col("s_p99")
+    p99 = ((pl.col("l_p99") - pl.concat_list(lagged("l_p99")).list.drop_nulls().list.median()) / pl.col("s_p99")
+           * (pl.col("n_k") / 20.0).clip(0.0, 1.0).sqrt())
     past_e = pl.sum_horizontal(lagged("e_k"))
     past_n = pl.sum_horizontal(lagged("n_k"))
     p0 = (past_e + 1) / (past_n + 100)
@@ -448,11 +462,11 @@ def _signal_tests(config: LakeConfig) -> dict[str, pl.Expr]:
     return {
         "err": (pl.col("z_err") >= gate) & (pl.col("e_k") >= 3)
         & (ratio >= 2 * pl.col("p0_err")) & (ratio - pl.col("p0_err") >= 0.02),
-        "cerr": (pl.col("z_cerr") >= gate) & (pl.col("c_k") >= 5)
+        "cerr": (pl.col("z_cerr") >= gate) & (pl.col("c_k") >= 5) & (n >= 20)
         & (cratio >= 2 * pl.col("p0_cerr")) & (cratio - pl.col("p0_cerr") >= 0.05),
-        "p99": (pl.col("z_p99") >= gate) & (n >= 5) & (pl.col("l_p99") - pl.col("b_p99") >= math.log(1.5))
+        "p99": (pl.col("z_p99") >= gate) & (n >= 20) & (pl.col("l_p99") - pl.col("b_p99") >= math.log(1.5))
         & (pl.col("l_p99").exp() - pl.col("b_p99").exp() >= 50),
-        "p50": (pl.col("z_p50") >= gate) & (n >= 5) & (pl.col("l_p50") - pl.col("b_p50") >= math.log(1.5))
+        "p50": (pl.col("z_p50") >= gate) & (n >= 20) & (pl.col("l_p50") - pl.col("b_p50") >= math.log(1.5))
         & (pl.col("l_p50").exp() - pl.col("b_p50").exp() >= 20),
         "rate": (pl.col("z_rate").abs() >= gate) & (base_rate >= 10)
         & ((pl.col("l_rate") - pl.col("b_rate")).abs() >= math.log(2.0)),
@@ -461,8 +475,8 @@ def _signal_tests(config: LakeConfig) -> dict[str, pl.Expr]:
 
 def _feature_matrix(feats: pl.DataFrame) -> np.ndarray:
     cols = [pl.col(c).clip(-3.0, None) if c in UPWARD_ONLY else pl.col(c) for c in LAKE_FEATURES]
-    matrix = feats.select(cols).to_numpy()
-    return np.clip(np.nan_to_num(matrix, nan=0.0, posinf=50.0, neginf=-50.0), -50.0, 50.0)
+    matrix = np.nan_to_num(feats.select(cols).to_numpy(), nan=0.0, posinf=50.0, neginf=-50.0)
+    return np.sign(matrix) * np.log1p(np.abs(matrix))  # compress heavy tails: rank by order of magnitude
 
 
 # --------------------------------------------------------------------------------------
@@ -502,8 +516,9 @@ def _trim(series: pl.DataFrame, first: int) -> pl.DataFrame:
     """From the first bad minute the smoothing window saw, to the last minute that is bad on its own."""
     bad = series.get_column("minute_bad").to_numpy()
     steps = series.get_column("step").to_numpy()
-    head = np.flatnonzero(bad & (steps <= first))
-    lo = int(head[0]) if len(head) else int(np.searchsorted(steps, first))
+    lo = int(np.searchsorted(steps, first))
+    while lo > 0 and bad[lo - 1]:  # walk back over contiguous bad minutes the smoothing hid
+        lo -= 1
     tail = np.flatnonzero(bad)
     hi = int(tail[-1]) + 1 if len(tail) and tail[-1] >= lo else lo + 1
     return series.slice(lo, hi - lo)
@@ -568,8 +583,8 @@ def _exp(value: Any) -> float | None:
     return math.exp(float(value)) if value is not None and math.isfinite(float(value)) else None
 
 
-def _group(episodes: list[_Episode], config: LakeConfig) -> list[Incident]:
-    """Union episodes that overlap in time (within merge_gap) and share a service name."""
+def _group(episodes: list[_Episode], config: LakeConfig, *, known_edges: set[tuple[str, str]]) -> list[Incident]:
+    """Union episodes that overlap in time (within merge_gap) and share a service or call each other."""
     parent = list(range(len(episodes)))
 
     def find(i: int) -> int:
@@ -582,12 +597,18 @@ def _group(episodes: list[_Episode], config: LakeConfig) -> list[Incident]:
     for i, a in enumerate(episodes):
         for j in range(i + 1, len(episodes)):
             b = episodes[j]
-            if a.env == b.env and a.start <= b.end + gap and b.start <= a.end + gap and _names(a) & _names(b):
+            if a.env == b.env and a.start <= b.end + gap and b.start <= a.end + gap and _related(a, b, known_edges):
                 parent[find(i)] = find(j)
     groups: dict[int, list[_Episode]] = {}
     for i, ep in enumerate(episodes):
         groups.setdefault(find(i), []).append(ep)
-    return sorted((_incident(g) for g in groups.values()), key=lambda inc: inc.start)
+    return sorted((_incident(g, known_edges) for g in groups.values()), key=lambda inc: inc.start)
+
+
+def _related(a: _Episode, b: _Episode, known_edges: set[tuple[str, str]]) -> bool:
+    if _names(a) & _names(b):
+        return True
+    return any((x, y) in known_edges or (y, x) in known_edges for x in _names(a) for y in _names(b))
 
 
 def _names(ep: _Episode) -> set[str]:
@@ -595,14 +616,20 @@ def _names(ep: _Episode) -> set[str]:
     return names - {"", "unknown", "-"}
 
 
-def _incident(group: list[_Episode]) -> Incident:
-    callee_votes: dict[str, float] = {}
+def _incident(group: list[_Episode], known_edges: set[tuple[str, str]]) -> Incident:
+    """The root first: a failing service called by other failing series, not itself calling one."""
+    votes: dict[str, float] = {}
     for ep in group:
-        callee_votes[ep.service] = callee_votes.get(ep.service, 0.0) + (2.0 if ep.kind == "service" else 1.0)
+        votes[ep.service] = votes.get(ep.service, 0.0) + (2.0 if ep.kind == "service" else 1.0)
         if ep.kind == "edge":
-            callee_votes.setdefault(ep.caller, 0.0)
-    services = sorted(callee_votes, key=lambda s: (-callee_votes[s], s))
-    services = [s for s in services if s not in ("", "unknown")] + [s for s in services if s == "unknown"]
+            votes[ep.caller] = votes.get(ep.caller, 0.0) - 1.0
+    failing = {ep.service for ep in group if ep.kind == "service"}
+    for caller, callee in known_edges:
+        if caller in failing and callee in failing and caller != callee:
+            votes[callee] += 0.5
+            votes[caller] -= 0.5
+    services = sorted(votes, key=lambda s: (s in ("", "unknown"), -votes[s], s))
+    callee_votes = votes
     ordered = sorted(group, key=lambda ep: (ep.kind != "service", -callee_votes.get(ep.service, 0), -ep.score))
     peak = max(group, key=lambda ep: ep.score)
     edges = sorted({(ep.caller, ep.service) for ep in group if ep.kind == "edge"})

@@ -44,10 +44,9 @@ ROW_GROUP_SIZE = 65_536
 FILE_NAME = "part.parquet"
 
 STATUS_CLASS_SQL = (
-    "CASE WHEN status IS NULL OR status < 100 OR status > 599 THEN 'none' "
-    "ELSE CAST(status // 100 AS VARCHAR) || 'xx' END"
+    "CASE WHEN status BETWEEN 100 AND 599 THEN CAST(status // 100 AS VARCHAR) || 'xx' ELSE 'none' END"
 )
-"""SQL expression: the status class of a raw row (also used by analytics.red on raw rows)."""
+"""SQL expression: the status class of a raw row (the rollups store the same labels)."""
 
 
 @dataclass(frozen=True)
@@ -126,52 +125,74 @@ def _rebuild_date(lake: Lake, date: str) -> None:
     try:
         conn.execute("SET TimeZone = 'UTC'")
         conn.execute("SET preserve_insertion_order = false")
-        conn.execute(_fine_sql(files))
+        for statement in _prepare_sql(files):
+            conn.execute(statement)
         for level in LEVELS:
             _write_level(conn, lake, level, date)
     finally:
         conn.close()
 
 
-def _fine_sql(files: list[str]) -> str:
-    """Raw rows grouped by (minute, full key, sketch bucket): what every level aggregates.
+_NAME_DIMS = tuple(d for d in schema.ROLLUP_DIMS if d != "status_class")
 
-    The minute is kept as an integer (minutes since the epoch) here: grouping on it is several
-    times faster than on a truncated TIMESTAMPTZ, which goes through the time zone library.
+
+def _prepare_sql(files: list[str]) -> list[str]:
+    """Temporary tables ``keys`` (names -> integer ids) and ``fine`` (what every level sums).
+
+    Grouping millions of rows on seven strings is the slow part of a rollup, so names are
+    replaced by integer ids first: ``key_id`` per (caller, service, version, route, method, env)
+    and ``edge_id`` per (caller, service, version, env), both numbered in service order so that
+    sorting a rollup by id sorts it by service. ``fine`` groups by (minute since the epoch,
+    key_id, status class, sketch bucket): integers only.
     """
-    dims = ", ".join(d for d in schema.ROLLUP_DIMS if d != "status_class")
-    listing = ", ".join(_quote(f) for f in files)
-    return f"""
-    CREATE TEMP TABLE fine AS
-    SELECT epoch_us(ts) // 60000000 AS minute, {dims}, {STATUS_CLASS_SQL} AS status_class,
-           {sketch.key_sql('duration_ms')} AS k,
-           count(*) AS n,
-           count(*) FILTER (WHERE status BETWEEN 500 AND 599) AS e5,
-           count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS e4,
-           coalesce(sum(bytes_in), 0)::BIGINT AS b_in,
-           coalesce(sum(bytes_out), 0)::BIGINT AS b_out,
-           count(duration_ms) AS dc,
-           sum(duration_ms) AS ds,
-           max(duration_ms) AS dm
-    FROM read_parquet([{listing}], union_by_name = true)
-    WHERE ts IS NOT NULL
-    GROUP BY ALL
-    """
+    source = f"read_parquet([{', '.join(_quote(f) for f in files)}], union_by_name = true)"
+    names = ", ".join(_NAME_DIMS)
+    edge = ", ".join(schema.EDGE_ROLLUP_DIMS)
+    matches = " AND ".join(f"r.{d} IS NOT DISTINCT FROM k.{d}" for d in _NAME_DIMS)
+    return [
+        f"""CREATE TEMP TABLE keys AS
+        SELECT {names},
+               row_number() OVER (ORDER BY service, caller, version, env, route, method) AS key_id,
+               dense_rank() OVER (ORDER BY service, caller, version, env) AS edge_id
+        FROM (SELECT DISTINCT {names} FROM {source} WHERE ts IS NOT NULL)""",
+        f"""CREATE TEMP TABLE edge_keys AS SELECT DISTINCT edge_id, {edge} FROM keys""",
+        f"""CREATE TEMP TABLE fine AS
+        SELECT epoch_us(r.ts) // 60000000 AS minute, k.key_id, k.edge_id,
+               CASE WHEN r.status BETWEEN 100 AND 599 THEN r.status // 100 ELSE 0 END AS sc,
+               {sketch.key_sql('r.duration_ms')} AS k,
+               count(*) AS n,
+               count(*) FILTER (WHERE r.status BETWEEN 500 AND 599) AS e5,
+               count(*) FILTER (WHERE r.status BETWEEN 400 AND 499) AS e4,
+               coalesce(sum(r.bytes_in), 0)::BIGINT AS b_in,
+               coalesce(sum(r.bytes_out), 0)::BIGINT AS b_out,
+               count(r.duration_ms) AS dc, sum(r.duration_ms) AS ds, max(r.duration_ms) AS dm
+        FROM {source} r JOIN keys k ON {matches}
+        WHERE r.ts IS NOT NULL
+        GROUP BY ALL""",
+    ]
 
 
 def _level_sql(level: Level) -> str:
-    """The SELECT of one rollup from the ``fine`` table."""
+    """The SELECT of one rollup from the ``fine`` table (ids joined back to names)."""
     per = level.seconds // 60
-    dims = ", ".join(level.dims)
+    full = level.dims == schema.ROLLUP_DIMS
+    ident, names_table = ("key_id", "keys") if full else ("edge_id", "edge_keys")
+    status = ", sc" if full else ""
+    status_name = ", CASE WHEN sc = 0 THEN 'none' ELSE CAST(sc AS VARCHAR) || 'xx' END AS status_class" if full else ""
+    names = ", ".join(f"n.{d}" for d in level.dims if d != "status_class")
     return f"""
-    SELECT to_timestamp((minute // {per}) * {level.seconds}) AS {level.grain}, {dims}, k AS lat_key,
-           sum(n)::BIGINT AS requests, sum(e5)::BIGINT AS errors_5xx,
-           sum(e4)::BIGINT AS client_errors_4xx,
-           sum(b_in)::BIGINT AS bytes_in, sum(b_out)::BIGINT AS bytes_out,
-           sum(dc)::BIGINT AS duration_count, sum(ds) AS duration_sum_ms, max(dm) AS duration_max_ms
-    FROM fine
-    GROUP BY minute // {per}, {dims}, k
-    ORDER BY service, {level.grain}, {dims}, lat_key
+    SELECT to_timestamp(t * {level.seconds}) AS {level.grain}, {names}{status_name}, k AS lat_key,
+           requests, errors_5xx, client_errors_4xx, bytes_in, bytes_out,
+           duration_count, duration_sum_ms, duration_max_ms
+    FROM (
+        SELECT minute // {per} AS t, {ident}{status}, k,
+               sum(n)::BIGINT AS requests, sum(e5)::BIGINT AS errors_5xx,
+               sum(e4)::BIGINT AS client_errors_4xx,
+               sum(b_in)::BIGINT AS bytes_in, sum(b_out)::BIGINT AS bytes_out,
+               sum(dc)::BIGINT AS duration_count, sum(ds) AS duration_sum_ms, max(dm) AS duration_max_ms
+        FROM fine GROUP BY ALL
+    ) f JOIN {names_table} n USING ({ident})
+    ORDER BY {ident}, t{status}, k
     """
 
 

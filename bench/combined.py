@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOACCESS = shutil.which("goaccess") or "/usr/bin/goaccess"
 
 _PATHS = ["/v1/charges/ch_{:x}", "/v1/orders/{}", "/v1/cart/{}/items", "/healthz", "/api/v2/users/{}",
-          "/static/app.{:x}.js", "/images/kibana-search.png", "/search", "/v1/inventory/sku-{}"]
+          "/static/app.{:08x}.js", "/images/kibana-search.png", "/search", "/v1/inventory/sku-{}"]
 _AGENTS = ["Mozilla/5.0 (X11; Linux x86_64; rv:132.0) Gecko/20100101 Firefox/132.0",
            "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15",
            "okhttp/4.12.0", "kube-probe/1.30", "Go-http-client/1.1", "curl/8.5.0"]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -155,7 +156,8 @@ def _run_one(args: tuple) -> tuple[str, np.ndarray, np.ndarray]:
 def score_all(corpus, config, *, workers: int = 2) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Run both detectors on every file (in parallel processes)."""
     jobs = [(name, frame, config) for name, frame, _ in corpus]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # spawn, not fork: polars' thread pool does not survive a fork
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return {name: (a, b) for name, a, b in pool.map(_run_one, jobs)}
 
 

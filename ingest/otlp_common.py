@@ -203,27 +203,45 @@ def _path_of(path: Any, url: Any) -> str | None:
 
 
 _EMPTY_DERIVED = (None,) * 8
-_NAMES = ATTRIBUTE_NAMES
 
 
 def derive(attrs: Mapping[str, Any]) -> tuple[Any, ...]:
-    """http_status, method, route, path, peer_service, server_address, rpc_service, rpc_method."""
+    """http_status, method, route, path, peer_service, server_address, rpc_service, rpc_method.
+
+    Each reads the current semantic-convention name first, then the older one
+    (``ATTRIBUTE_NAMES``); written out longhand because it runs once per span.
+    """
     if not attrs:
         return _EMPTY_DERIVED
-    rpc_service = _as_str(first_attr(attrs, _NAMES["rpc_service"]))
-    rpc_method = _as_str(first_attr(attrs, _NAMES["rpc_method"]))
-    if rpc_service is None and rpc_method and "/" in rpc_method:
-        rpc_service = rpc_method.rsplit("/", 1)[0] or None
+    get = attrs.get
+    status = get("http.response.status_code")
+    if status is None:
+        status = get("http.status_code")
+    method = get("http.request.method") or get("http.method")
+    path = get("url.path") or get("http.target")
+    peer = get("service.peer.name") or get("peer.service")
+    address = get("server.address") or get("net.peer.name")
+    rpc_service, rpc_method = get("rpc.service"), get("rpc.method")
+    if rpc_method is not None or rpc_service is not None:
+        rpc_service, rpc_method = _rpc(rpc_service, rpc_method)
     return (
-        _as_status(first_attr(attrs, _NAMES["http_status"])),
-        _as_str(first_attr(attrs, _NAMES["method"])),
-        _as_str(first_attr(attrs, _NAMES["route"])),
-        _path_of(first_attr(attrs, _NAMES["path"]), first_attr(attrs, _NAMES["url"])),
-        _as_str(first_attr(attrs, _NAMES["peer_service"])),
-        _as_str(first_attr(attrs, _NAMES["server_address"])),
+        None if status is None else _as_status(status),
+        None if method is None else _as_str(method),
+        _as_str(get("http.route") or None),
+        _path_of(path, None if path else (get("url.full") or get("http.url"))),
+        None if peer is None else _as_str(peer),
+        None if address is None else _as_str(address),
         rpc_service,
         rpc_method,
     )
+
+
+def _rpc(service: Any, method: Any) -> tuple[str | None, str | None]:
+    """rpc.service and rpc.method; the new fully-qualified ``pkg.Service/Method`` is split."""
+    service, method = _as_str(service or None), _as_str(method or None)
+    if service is None and method and "/" in method:
+        service = method.rsplit("/", 1)[0] or None
+    return service, method
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False).encode

@@ -167,10 +167,10 @@ def _read_spans(spans: Any, head: tuple[Any, ...], out: SpanColumns, line_no: in
         status = span.status
         code, start = status.code, span.start_time_unix_nano
         if (len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8) or not start
-                or not 0 <= kind < 6 or not 0 <= code < 3 or not any(trace_id) or not any(span_id)):
+                or not 0 <= kind < 6 or not 0 <= code < 3 or trace_id == _ZERO16 or span_id == _ZERO8):
             out.reject(line_no, f"span: {_span_problem(span)}", _raw(span.SerializeToString()))
             continue
-        raws = span.attributes
+        raws = list(span.attributes)  # materialise the bytes once: dict and JSON both read them
         try:
             attrs = dict(map(lookup, raws))
             exception = _exception(span.events) if span.events else _NO_EXCEPTION
@@ -185,6 +185,7 @@ def _read_spans(spans: Any, head: tuple[Any, ...], out: SpanColumns, line_no: in
 
 
 _NO_EXCEPTION = (None, None)
+_ZERO16, _ZERO8 = bytes(16), bytes(8)
 
 
 def _span_problem(span: Any) -> str:
@@ -211,3 +212,25 @@ def _exception(events: Any) -> tuple[str | None, str | None]:
             etype, message = attrs.get(EXCEPTION_TYPE), attrs.get(EXCEPTION_MESSAGE)
             return (None if etype is None else str(etype)), (None if message is None else str(message))
     return _NO_EXCEPTION
+
+
+def check_request(body: bytes) -> tuple[int, list[str]]:
+    """(spans that will be stored, reasons for those that will not) of one request body.
+
+    What the receiver does before acknowledging: decode the structure (DecodeError when it
+    is not protobuf) and apply the span checks of the hot loop, without the attribute work.
+    An attribute whose bytes do not decode is found only when publishing (and quarantined).
+    """
+    request = otlp_wire.Request.FromString(body)
+    good, problems = 0, []
+    for rs in request.resource_spans:
+        for scope in rs.scope_spans:
+            for span in scope.spans:
+                trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
+                if (len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8)
+                        or not span.start_time_unix_nano or not 0 <= span.kind < 6
+                        or not 0 <= span.status.code < 3 or trace_id == _ZERO16 or span_id == _ZERO8):
+                    problems.append(f"span: {_span_problem(span)}")
+                else:
+                    good += 1
+    return good, problems

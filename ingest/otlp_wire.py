@@ -61,6 +61,7 @@ def _build() -> Any:
 Request = _build()
 """Wire-compatible ExportTraceServiceRequest with attributes as raw KeyValue bytes."""
 
+_QUOTE = json.encoder.encode_basestring  # the C string quoter (ensure_ascii=False)
 _ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False).encode
 
 
@@ -78,11 +79,7 @@ class AttributeCache(dict):  # type: ignore[type-arg]
         self.fragments: dict[bytes, str] = {}
 
     def __missing__(self, raw: bytes) -> tuple[str, Any]:
-        try:
-            kv = KeyValue.FromString(raw)
-        except DecodeError as exc:
-            raise BadAttribute(f"an attribute does not decode ({exc})") from None
-        pair = (kv.key, any_value(kv.value))
+        pair = _short_string_pair(raw) or _decode_pair(raw)
         if len(self) >= self.max_entries:
             self.clear()
             self.fragments.clear()
@@ -99,7 +96,39 @@ class AttributeCache(dict):  # type: ignore[type-arg]
             return "{" + ",".join(_fragment(self[r]) for r in raws) + "}"
 
 
+def _short_string_pair(raw: bytes) -> tuple[str, str] | None:
+    """The common case decoded by hand: a key and a string value, each under 128 bytes.
+
+    Layout: 0x0A len key 0x12 len (0x0A len value). Anything else returns None.
+    """
+    size = len(raw)
+    if size < 4 or raw[0] != 0x0A or raw[1] >= 0x80:
+        return None
+    end = 2 + raw[1]
+    if end + 2 > size or raw[end] != 0x12 or raw[end + 1] >= 0x80 or end + 2 + raw[end + 1] != size:
+        return None
+    if raw[end + 1] == 0:
+        return None
+    if raw[end + 2] != 0x0A or raw[end + 3] >= 0x80 or end + 4 + raw[end + 3] != size:
+        return None
+    try:
+        return raw[2:end].decode(), raw[end + 4:].decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _decode_pair(raw: bytes) -> tuple[str, Any]:
+    try:
+        kv = KeyValue.FromString(raw)
+    except DecodeError as exc:
+        raise BadAttribute(f"an attribute does not decode ({exc})") from None
+    return kv.key, any_value(kv.value)
+
+
 def _fragment(pair: tuple[str, Any]) -> str:
+    key, value = pair
+    if value.__class__ is str:
+        return _QUOTE(key) + ":" + _QUOTE(value)
     try:
         return _ENCODE({pair[0]: pair[1]})[1:-1]
     except ValueError:  # NaN or Infinity: JSON has no such numbers, keep them as text

@@ -11,13 +11,15 @@
     415  any other content type or content encoding
     503  more than ``receiver_max_pending_bytes`` accepted but not yet published (Retry-After)
 
-Nothing acknowledged is lost: a body is appended to the fsync'd spool (``ingest.spool``)
-before the 200 goes out. Decoded spans wait in memory (as Arrow tables) until the current
-segment holds ``receiver_flush_spans`` spans or is ``receiver_flush_seconds`` old; then one
-publisher thread seals the segment, writes its spans to the lake under the segment's name,
-records it in the manifest and deletes it. On start, segments left by a crash are replayed
-from disk the same way (idempotently: the manifest says which were published). ``close``
-publishes what is pending (SIGTERM does this through the CLI).
+Nothing acknowledged is lost: a body is checked (decodable? how many spans will be rejected?)
+and appended to the fsync'd spool (``ingest.spool``) before the 200 goes out; nothing decoded
+is kept in memory. When the current segment holds ``receiver_flush_spans`` spans or is
+``receiver_flush_seconds`` old, the publisher thread seals it and hands it to a worker process
+(``publish_segment``: decode, write the spans under the segment's name, add the manifest
+entry, delete the segment), so decoding uses the second core. On start, segments left by a
+crash are replayed the same way (idempotently: the manifest says which were published).
+``close`` publishes what is pending (SIGTERM does this through the CLI). Memory stays flat:
+request bodies in flight plus one segment being decoded in the worker.
 
 ``Receiver`` is the transport-free core (``accept`` bodies, ``flush``, ``replay``);
 ``make_server`` wraps it in a threaded stdlib HTTP server.
@@ -27,20 +29,22 @@ from __future__ import annotations
 
 import hmac
 import json
+import multiprocessing
+import sys
 import threading
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
+from google.protobuf.message import DecodeError
 
-from ingest import otlp, spool
+from ingest import otlp, otlp_proto, spool
 from ingest.otlp_common import SpanColumns
-from meshlens import schema
 from meshlens.lake import Lake, ManifestEntry, now_utc
 
 SOURCE_FORMAT = "otlp_http"
@@ -86,21 +90,28 @@ PublishHook = Callable[[set[str]], None]
 
 
 class Receiver:
-    """Accepts request bodies durably and publishes them to the lake in batches."""
+    """Accepts request bodies durably and publishes them to the lake in batches.
 
-    def __init__(self, lake: Lake, *, config: ReceiverConfig, on_publish: PublishHook | None = None) -> None:
+    ``workers=1`` (what ``meshlens serve`` uses) publishes in a separate process, so decoding
+    and Parquet writing run on the second core while this process answers requests; with
+    ``workers=0`` the publisher thread publishes in-process.
+    """
+
+    def __init__(self, lake: Lake, *, config: ReceiverConfig, on_publish: PublishHook | None = None,
+                 workers: int = 0) -> None:
         self.lake, self.config, self.on_publish = lake, config, on_publish
         self.spool = spool.Spool(lake.root / "_spool" / "traces")
         self._lock = threading.Lock()
         self._publish_lock = threading.Lock()
-        self._pending: dict[str, list[tuple[pa.Table, list[tuple[int, str, str]]]]] = {}
-        self._pending_spans = 0
+        self._current_spans = 0
         self._unpublished_bytes = 0
         self._segment_bytes: dict[str, int] = {}
         self._inflight_bytes = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pool = _process_pool() if workers else None
+        self._futures: list[Future[tuple[int, list[str]]]] = []
         self.published_spans = 0
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -110,12 +121,16 @@ class Receiver:
         self._thread.start()
 
     def close(self) -> None:
-        """Stop the publisher and publish everything pending."""
+        """Stop the publisher and publish everything pending (waits for the worker)."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
         self.flush()
+        for future in list(self._futures):
+            wait([future])
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
     # -- back-pressure ----------------------------------------------------------------------
     def reserve(self, nbytes: int) -> bool:
@@ -135,47 +150,67 @@ class Receiver:
 
     # -- accepting --------------------------------------------------------------------------
     def accept(self, body: bytes, *, kind: bytes) -> Outcome:
-        """Decode, spool (fsync) and queue one request body; the Outcome is the response."""
-        columns = otlp_decode(body, kind=kind)
-        fatal = _fatal(columns)
-        if fatal:
-            return Outcome(400, message=fatal)
-        table = columns.to_table(source_format=SOURCE_FORMAT, source_file="")
+        """Check, spool (fsync) and count one request body; the Outcome is the response.
+
+        The check decodes just enough to refuse an undecodable body (400) and to count the
+        spans that will be rejected (partial success); the full decode happens when publishing.
+        """
+        try:
+            spans, rejects = check_body(body, kind=kind)
+        except BadBody as exc:
+            return Outcome(400, message=str(exc))
         with self._lock:
             segment, seq = self.spool.write(kind, body)
-            self._pending.setdefault(segment.name, []).append((table, columns.rejects))
-            self._pending_spans += table.num_rows
+            self._current_spans += spans + len(rejects)
             self._unpublished_bytes += len(body)
             self._segment_bytes[segment.name] = self._segment_bytes.get(segment.name, 0) + len(body)
-            due = self._pending_spans >= self.config.flush_spans
+            due = self._current_spans >= self.config.flush_spans
         self.spool.sync(seq)
         if due:
             self._wake.set()
-        return Outcome(200, rejected=len(columns.rejects), message=_summary(columns.rejects))
+        return Outcome(200, rejected=len(rejects), message=_summary(rejects))
 
     # -- publishing -------------------------------------------------------------------------
-    def flush(self) -> int:
-        """Seal the current segment and publish it now; returns the spans published."""
+    def flush(self) -> None:
+        """Seal the current segment and publish it (in the worker, when there is one)."""
         with self._publish_lock:
             with self._lock:
                 segment = self.spool.rotate()
-                batch = self._pending.pop(segment.name, []) if segment else []
-                self._pending_spans -= sum(t.num_rows for t, _ in batch)
+                self._current_spans = 0
             if segment is None:
-                return 0
-            return self._publish(segment.path, batch)
+                return
+            if self._pool is None:
+                self._published(segment.name, publish_segment(str(self.lake.root), str(segment.path), fresh=True))
+                return
+            future = self._pool.submit(publish_segment, str(self.lake.root), str(segment.path), fresh=True)
+            self._futures.append(future)
+            future.add_done_callback(lambda f, name=segment.name, path=segment.path: self._done(f, name, path))
 
     def replay(self) -> int:
         """Publish every segment left on disk by an earlier run; returns the spans published."""
         stored = 0
         for path in self.spool.existing():
-            if self.lake.manifest_entry(_manifest_key(path.stem)) is not None:
-                spool.discard(path)  # published before the crash, not yet deleted
-                continue
-            self.lake.remove_stem("spans", path.stem)
-            batch = [_decode_record(kind, body) for kind, body in spool.read_segment(path)]
-            stored += self._publish(path, batch)
+            count, _ = publish_segment(str(self.lake.root), str(path), fresh=False)
+            stored += count
         return stored
+
+    def _done(self, future: Future[tuple[int, list[str]]], name: str, path: Path) -> None:
+        try:
+            result = future.result()
+        except Exception as exc:  # the worker died: publish here, it is idempotent
+            print(f"meshlens serve: worker failed on {name} ({exc}); publishing in-process", file=sys.stderr)
+            result = publish_segment(str(self.lake.root), str(path), fresh=False)
+        self._published(name, result)
+        with self._lock:
+            self._futures.remove(future)
+
+    def _published(self, name: str, result: tuple[int, list[str]]) -> None:
+        stored, dates = result
+        with self._lock:
+            self._unpublished_bytes -= self._segment_bytes.pop(name, 0)
+            self.published_spans += stored
+        if dates and self.on_publish is not None:
+            self.on_publish(set(dates))
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -189,36 +224,56 @@ class Receiver:
         if segment is None:
             return False
         old = time.monotonic() - segment.opened_at >= self.config.flush_seconds
-        return old or self._pending_spans >= self.config.flush_spans or self._over_half_pending()
+        return old or self._current_spans >= self.config.flush_spans or self._over_half_pending()
 
     def _over_half_pending(self) -> bool:
-        return self._unpublished_bytes * 2 >= self.config.max_pending_bytes
+        current = self.spool.current()
+        in_current = self._segment_bytes.get(current.name, 0) if current else 0
+        return in_current * 2 >= self.config.max_pending_bytes
 
-    def _publish(self, path: Path, batch: list[tuple[pa.Table, list[tuple[int, str, str]]]]) -> int:
-        name = path.stem
-        source_file = f"{SOURCE_FORMAT}:{name}"
-        tables = [t for t, _ in batch if t.num_rows] or [schema.SPANS.empty_table()]
-        table = pa.concat_tables(tables)
-        table = table.set_column(
-            table.schema.get_field_index("source_file"), "source_file",
-            pa.array([source_file] * table.num_rows, pa.string()),
-        )
-        rejects = [r for _, rs in batch for r in rs]
-        dates = otlp.publish_spans(self.lake, table, rejects, stem=name, source_file=source_file,
-                                   source_format=SOURCE_FORMAT)
-        self.lake.add_manifest(ManifestEntry(
-            path=source_file, size=path.stat().st_size if path.exists() else 0,
-            content_hash=_manifest_key(name), source_format=SOURCE_FORMAT, table_name="spans",
-            rows_read=table.num_rows + len(rejects), rows_stored=table.num_rows,
-            rows_rejected=len(rejects), ingested_at=now_utc().isoformat(),
-        ))
-        with self._lock:
-            self._unpublished_bytes -= self._segment_bytes.pop(name, 0)
-        spool.discard(path)
-        self.published_spans += table.num_rows
-        if dates and self.on_publish is not None:
-            self.on_publish(set(dates))
-        return table.num_rows
+
+def _process_pool() -> ProcessPoolExecutor:
+    """One spawned worker process (not forked: this process runs threads), started now."""
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(_warm_up)  # imports happen while the receiver starts, not at the first publish
+    return pool
+
+
+def _warm_up() -> None:
+    """Runs in the worker: import the decode path ahead of the first segment."""
+    from ingest import otlp_json, otlp_proto  # noqa: F401
+
+
+def publish_segment(root: str, path: str, *, fresh: bool) -> tuple[int, list[str]]:
+    """Decode one sealed spool segment into the lake; returns (spans stored, dates written).
+
+    Idempotent: a segment already in the manifest is only deleted; otherwise (unless
+    ``fresh``, a segment never published before) files a crashed attempt left under the
+    segment's name are removed first, then the spans, the rejects and the manifest entry are
+    written and the segment is deleted.
+    """
+    lake, segment = Lake(root), Path(path)
+    name = segment.stem
+    if lake.manifest_entry(_manifest_key(name)) is not None:
+        spool.discard(segment)
+        return 0, []
+    if not fresh:
+        lake.remove_stem("spans", name)
+    columns = SpanColumns()
+    for kind, body in spool.read_segment(segment):
+        columns.extend(otlp_decode(body, kind=kind))
+    source_file = f"{SOURCE_FORMAT}:{name}"
+    table = columns.to_table(source_format=SOURCE_FORMAT, source_file=source_file)
+    dates = otlp.publish_spans(lake, table, columns.rejects, stem=name, source_file=source_file,
+                               source_format=SOURCE_FORMAT)
+    lake.add_manifest(ManifestEntry(
+        path=source_file, size=segment.stat().st_size if segment.exists() else 0,
+        content_hash=_manifest_key(name), source_format=SOURCE_FORMAT, table_name="spans",
+        rows_read=table.num_rows + len(columns.rejects), rows_stored=table.num_rows,
+        rows_rejected=len(columns.rejects), ingested_at=now_utc().isoformat(),
+    ))
+    spool.discard(segment)
+    return table.num_rows, dates
 
 
 def _manifest_key(segment_name: str) -> str:
@@ -230,9 +285,18 @@ def otlp_decode(body: bytes, *, kind: bytes) -> SpanColumns:
     return otlp.decode_body(body, content_type=_CONTENT_TYPES[kind])
 
 
-def _decode_record(kind: bytes, body: bytes) -> tuple[pa.Table, list[tuple[int, str, str]]]:
+def check_body(body: bytes, *, kind: bytes) -> tuple[int, list[str]]:
+    """(spans that will be stored, reasons of those that will not); BadBody when undecodable."""
+    if kind == spool.KIND_PROTOBUF:
+        try:
+            return otlp_proto.check_request(body)
+        except DecodeError as exc:
+            raise BadBody(f"not a valid OTLP protobuf message ({exc})") from None
     columns = otlp_decode(body, kind=kind)
-    return columns.to_table(source_format=SOURCE_FORMAT, source_file=""), columns.rejects
+    fatal = _fatal(columns)
+    if fatal:
+        raise BadBody(fatal)
+    return len(columns), [r[1] for r in columns.rejects]
 
 
 def _fatal(columns: SpanColumns) -> str:
@@ -243,11 +307,11 @@ def _fatal(columns: SpanColumns) -> str:
     return request_level[0][1] if request_level else ""
 
 
-def _summary(rejects: list[tuple[int, str, str]]) -> str:
+def _summary(rejects: list[str]) -> str:
     if not rejects:
         return ""
     more = f" (and {len(rejects) - 1} more)" if len(rejects) > 1 else ""
-    return f"{len(rejects)} spans rejected: {rejects[0][1]}{more}"
+    return f"{len(rejects)} spans rejected: {rejects[0]}{more}"
 
 
 # -- HTTP -------------------------------------------------------------------------------------

@@ -149,7 +149,7 @@ class Resolver:
         if frame.schema["_principals"] == pl.List(pl.String):
             frame = frame.with_columns(_principals=pl.col("_principals").list.join(SEP))
         frame = frame.with_columns(self._hints.apply(frame))
-        if self.cidrs:
+        if self.cidrs and "source_ip" in frame.columns:
             ip = pl.when(pl.col("caller").is_null()).then(pl.col("source_ip")).alias("_ip")
             by_ip = self._ips.apply(frame.select(ip)).get_column("_caller")
             frame = frame.with_columns(caller=pl.coalesce(pl.col("caller"), by_ip))

@@ -27,7 +27,9 @@ its cost follows the number of distinct paths; it is one polars computation for 
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 ID = "{id}"
 
@@ -37,17 +39,33 @@ _STRICT_RULES = (
     r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$",  # UUID
     r"^[0-9]{4}-?[0-9]{2}-?[0-9]{2}T[0-9:.]+Z?$",  # ISO timestamps
 )
-_WHOLE_RULES = (
+_A = "[A-Za-z0-9]"
+_RANDOM_TOKEN = "|".join((
+    f"[0-9]{_A}{{3,}}",  # starts with a digit: 8f3a, 0cfe1f49ff3266204
+    "[0-9a-fA-F]{3,}[0-9][0-9a-fA-F]*|[0-9a-fA-F]*[0-9][0-9a-fA-F]{3,}",  # hex with a digit: fa3bcd
+    f"{_A}*[0-9][A-Za-z]+[0-9]{_A}*",  # two digit runs: ab12cd34
+    f"{_A}*[0-9]{_A}*[a-z]{_A}*[A-Z]{_A}*",  # a digit and an upper after a lower: NffrFeUfNV2Hib
+    f"{_A}*[a-z]{_A}*[A-Z]{_A}*[0-9]{_A}*",
+    f"{_A}*[a-z]{_A}*[0-9]{_A}*[A-Z]{_A}*",
+))
+_ID_RULES = (
     r"^eyJ[A-Za-z0-9_=-]+(?:\.[A-Za-z0-9_=-]*){1,2}$",  # JSON web tokens
     r"^arn:",  # AWS ARNs
     r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$",  # email addresses
-)
-_LOOSE_RULES = (
     r"^[A-Za-z]{1,16}[-_][0-9]+$",  # ord-12345, item_7
     r"^[A-Za-z]{1,12}[0-9]{5,}$",  # user12345, INV00042 (not sysadvent2009)
     r"^[A-Za-z0-9+_-]{8,}={1,2}$",  # padded base64
+    f"^[A-Za-z]{{1,16}}[-_](?:{_RANDOM_TOKEN})$",  # prefixed ids: ch_8f3a, svc-0cfe..., cus_Nffr...
+    # random lower case: 3+ digits in 2+ runs (k3j4h5g6f7d8; not rubygems615), 10+ long (below)
+)
+_RANDOM_LOWER = r"^[a-z0-9]*(?:[0-9]{2,}[a-z]+[0-9]|[0-9][a-z]+[0-9]{2,}|[0-9][a-z]+[0-9][a-z]+[0-9])[a-z0-9]*$"
+_MIXED = "|".join(  # upper case, lower case and a digit, in any order
+    f"[{x}].*[{y}].*[{z}]"
+    for x, y, z in (("A-Z", "a-z", "0-9"), ("A-Z", "0-9", "a-z"), ("a-z", "A-Z", "0-9"),
+                    ("a-z", "0-9", "A-Z"), ("0-9", "A-Z", "a-z"), ("0-9", "a-z", "A-Z"))
 )
 _EXTENSION = r"\.[A-Za-z][A-Za-z0-9]{0,4}$"
+_HASHED_FILE = r"^(.+[.-])[0-9a-fA-F]{7,}(\.[A-Za-z][A-Za-z0-9]{0,4})$"  # app.27138e04.js
 
 
 def template_path(path: str | None) -> str | None:
@@ -80,69 +98,44 @@ def strip_query(paths: pl.Series) -> pl.Series:
 
 
 def _template_distinct(paths: pl.Series) -> pl.Series:
-    """Template distinct, query-free paths segment by segment."""
-    frame = pl.DataFrame({"p": paths})
-    out = frame.select(
-        pl.when(pl.col("p").str.contains(r"[0-9@=]"))
-        .then(pl.col("p").str.split("/").list.eval(_segment_expr(pl.element())).list.join("/"))
-        .otherwise(pl.col("p"))
-    )
-    return out.to_series()
+    """Template distinct, query-free paths segment by segment.
+
+    Only segments holding a digit, ``@`` or ``=`` can be ids; the rules run on those alone and
+    their results are scattered back before the segments are joined into paths again.
+    """
+    parts = paths.str.split("/")
+    flat = parts.explode().fill_null("")
+    candidates = flat.str.contains(r"[0-9@=]").arg_true()
+    if candidates.len():
+        judged = pl.DataFrame({"s": flat.gather(candidates)}).select(_segment_expr(pl.col("s"))).to_series()
+        flat = flat.scatter(candidates, judged)
+    offsets = np.concatenate([[0], np.cumsum(parts.list.len().fill_null(0).to_numpy())]).astype(np.int64)
+    lists = pa.LargeListArray.from_arrays(pa.array(offsets), flat.to_arrow().cast(pa.large_string()))
+    return pl.Series(lists).list.join("/")
 
 
 def _segment_expr(seg: pl.Expr) -> pl.Expr:
-    """One path segment, or ``{id}`` (plus its file extension) when it looks like an id."""
-    ext = seg.str.extract(f"({_EXTENSION})").fill_null("")
-    stem = seg.str.replace(_EXTENSION, "")
-    has_ext = ext != ""
-    templated = (
-        pl.when(_any_match(seg, _WHOLE_RULES))
-        .then(pl.lit(ID))
-        .when(_any_match(stem, _STRICT_RULES))
-        .then(pl.lit(ID) + ext)
-        .when(~has_ext & (_any_match(seg, _LOOSE_RULES) | _prefixed_id(seg) | _random_token(seg)))
-        .then(pl.lit(ID))
-        .otherwise(seg)
-    )
-    return pl.when(seg == "").then(seg).otherwise(templated)
+    """One path segment, or ``{id}`` (plus its file extension) when it looks like an id.
 
-
-def _any_match(seg: pl.Expr, rules: tuple[str, ...]) -> pl.Expr:
-    return seg.str.contains("|".join(f"(?:{rule})" for rule in rules))
-
-
-def _prefixed_id(seg: pl.Expr) -> pl.Expr:
-    """``ch_8f3a``-style: word, separator, then 4+ alphanumerics that look random.
-
-    Random means: starts with a digit (``8f3a``), is 6+ hex digits (``fa3bcd``), has two digit
-    runs (``ab12cd34``), or an
-    upper-case letter after a lower-case one (``NffrFeUfNV2Hib``), with at least one digit; so
-    ``logstash-scale11x`` and ``kibana-dashboard3`` stay.
+    Each rule is one regex pass (a DFA, no captures) over the candidate segments; rules that
+    need a minimum length pair a regex with a cheap length test.
     """
-    token = seg.str.extract(r"^[A-Za-z]{1,16}[-_]([A-Za-z0-9]{4,})$")
-    looks_random = (
-        token.str.contains(r"^[0-9]")
-        | token.str.contains(r"^[0-9a-fA-F]{6,}$")
-        | token.str.contains(r"[0-9][A-Za-z]+[0-9]")
-        | token.str.contains(r"[a-z][A-Za-z0-9]*[A-Z]")
+    length = seg.str.len_chars()
+    is_id = (
+        seg.str.contains(_any(_ID_RULES))
+        | ((length >= 10) & seg.str.contains(_RANDOM_LOWER))
+        | ((length >= 16) & seg.str.contains(_MIXED) & seg.str.contains(r"^[A-Za-z0-9+=]+$"))
+        | ((length >= 32) & seg.str.contains(_MIXED) & seg.str.contains(r"^[A-Za-z0-9+=_-]+$"))
     )
-    return (token.is_not_null() & token.str.contains(r"[0-9]") & looks_random).fill_null(False)
+    ext = seg.str.extract(f"({_EXTENSION})").fill_null("")
+    stem = seg.str.slice(0, length - ext.str.len_chars())
+    return (
+        pl.when(seg == "").then(seg)
+        .when(is_id).then(pl.lit(ID))
+        .when(stem.str.contains(_any(_STRICT_RULES))).then(pl.lit(ID) + ext)
+        .otherwise(seg.str.replace(_HASHED_FILE, "${1}{id}${2}"))
+    )
 
 
-def _random_token(seg: pl.Expr) -> pl.Expr:
-    """Base64-ish or random-looking tokens that no word resembles."""
-    long_b64 = (
-        (seg.str.len_chars() >= 16)
-        & seg.str.contains(r"^[A-Za-z0-9+=_-]+$")
-        & seg.str.contains(r"[A-Z]")
-        & seg.str.contains(r"[a-z]")
-        & seg.str.contains(r"[0-9]")
-        & (~seg.str.contains(r"[-_]") | (seg.str.len_chars() >= 32))  # not a Capitalised-Slug-2
-    )
-    random_lower = (
-        (seg.str.len_chars() >= 10)
-        & seg.str.contains(r"^[a-z0-9]+$")
-        & (seg.str.count_matches(r"[0-9]") >= 3)
-        & seg.str.contains(r"[0-9][a-z]+[0-9]")
-    )
-    return (long_b64 | random_lower).fill_null(False)
+def _any(rules: tuple[str, ...]) -> str:
+    return "|".join(f"(?:{rule})" for rule in rules)

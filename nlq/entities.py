@@ -270,7 +270,7 @@ def find_versions(text: str, vocab: Vocabulary) -> list[str]:
 def find_route(text: str, vocab: Vocabulary) -> tuple[str | None, str | None]:
     """(method, route) of a path in the question, templated against the lake's routes."""
     method_m = re.search(r"\b(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\b", text)
-    path_m = re.search(r"(/[A-Za-z0-9_\-\.{}/]+)", text)
+    path_m = re.search(r"(?:(?<=\s)|^)(/[A-Za-z0-9_\-\.{}/]+)", text)
     if not path_m:
         return None, None
     path = path_m.group(1).rstrip(".?,")

@@ -122,19 +122,24 @@ def _cut(text: str, spans: list[tuple[int, int]]) -> str:
 
 # -- intent ---------------------------------------------------------------------------------
 
-DIAGNOSIS = (r"\bwhy\b.*\b(fail|error|broken|slow|down|degrad|5\d\d|canary|latenc|wrong|bad|timeout|unhealthy|flak|sick)",
+DIAGNOSIS = (r"\bcanary\b.*\b(healthy|ok|okay|good|bad|failing|working|broken|doing)\b",
+             r"\b(is|are)\b.*\b(healthy|unhealthy|okay)\s*\??$", r"\bhow is\b.*\bcanary\b",
+             r"\bwhy\b.*\b(fail|error|broken|slow|down|degrad|5\d\d|canary|latenc|wrong|bad|timeout|unhealthy|flak|sick)",
              r"\bwhat'?s? (is )?(wrong|going on|happening) with\b", r"\bdiagnos", r"\broot cause\b",
              r"\bwhat happened to\b", r"\bwhy (is|are|was|were|does|did) .*\b(canary|v\d)\b",
              r"\bhealth ?check\b", r"\binvestigate\b", r"\btroubleshoot")
-EXCEPTIONS = (r"\bexception", r"\bthrow", r"\bstack ?trace", r"\berror types?\b")
-SET_DIFF = (r"\bbut not\b", r"\bno longer\b", r"\bstopped (calling|sending|using)\b", r"\bnot (since|anymore|any more)\b",
+EXCEPTIONS = (r"\bexception", r"\bstack ?trace", r"\berror types?\b", r"\bthrows?\b(?!.*\b(5\d\d|5xx|4xx|errors?)\b)",
+              r"^(?!.*\b(5\d\ds?|5xx|4xx)\b).*\bthrown\b")
+SET_DIFF = (r"\bbut not\b", r"\b(hasn'?t|haven'?t|has not|have not)\b.*\b(last|past|since|today|yesterday)\b", r"\bno longer\b", r"\bstopped (calling|sending|using)\b", r"\bnot (since|anymore|any more)\b",
             r"\bbut (haven'?t|hasn'?t|didn'?t|did not|have not|has not)\b")
 ACCESS = (r"\bprincipal", r"\bidentit", r"\baccess(ed|ing)?\b", r"\biam\b", r"\barn\b", r"\bspiffe\b",
           r"\brole\b", r"\bauthenticat", r"\bdenied\b", r"\bdeny\b", r"\brejected\b", r"\b403\b",
           r"\bunknown callers?\b", r"\bunresolved\b", r"\bunidentified\b", r"\bwho (was|were)\b.*\bdenied",
           r"\blast (call|called|seen|time)\b", r"\bwhen did\b.*\blast\b", r"\baccount\b", r"\bnamespace\b",
           r"\btouch(ed)?\b", r"\bunauth")
-CALLERS = (r"\b(what|which|who)\s+(calls|talks to|uses|hits|depends on|invokes|reaches|sends (requests|traffic|calls) to)\b",
+CALLERS = (r"\b(anything|anyone|everything|something|anybody|what|who|which(\s+\w+)?)\s+(is\s+|are\s+)?calling\b",
+           r"\b(that|which|who)\s+(calls?|talks? to|uses|hits|depends on|invokes|reaches)\b",
+           r"\b(what|which|who)\s+(calls|talks to|uses|hits|depends on|invokes|reaches|sends (requests|traffic|calls) to)\b",
            r"\bwho\b.*\b(call|talk|hit|use|depend|reach|send|invok|consum)", r"\bcallers?\b",
            r"\bcalled by\b", r"\bupstream", r"\bclients? of\b", r"\b(which|what) (services?|apps?|callers?)\b.*\b(call|talk|hit|use|depend|reach|send|invok)",
            r"\bdepends? on\b", r"\b(call|calls|calling|hit|hits|use|uses)\s*(?:the\s+)?$", r"\binbound\b", r"\bincoming\b")
@@ -148,7 +153,7 @@ def classify(q: Question) -> str:
     """The intent of a question, from keywords in a fixed priority."""
     if q.has(*DIAGNOSIS):
         return "diagnosis"
-    if q.has(*EXCEPTIONS):
+    if q.has(*EXCEPTIONS) and (q.has(r"\bexception", r"\bstack ?trace") or not q.has(r"\b5\d\ds?\b|\b5xx\b|\b4xx\b|\berrors\b")):
         return "exceptions"
     if q.has(*SET_DIFF) and len(q.windows) + (1 if q.relative else 0) >= 1:
         return "set_difference"
@@ -172,7 +177,7 @@ def classify(q: Question) -> str:
 
 
 def _metric_words(q: Question) -> bool:
-    return q.has(r"\berror", r"\b5\d\d\b|\b5xx\b|\b4xx\b|\b4\d\d\b", r"\bfail", r"latenc", r"\bp\d\d\b",
+    return q.has(r"\berror", r"\b5\d\ds?\b|\b5xx\b|\b4xx\b|\b4\d\ds?\b", r"\bfail", r"latenc", r"\bp\d\d\b",
                  r"\bpercentile", r"\bslow", r"\bfast", r"\bduration", r"response time", r"\bhow long",
                  r"\bbytes?\b", r"\bbandwidth", r"\b(gb|mb|kb)\b", r"\bhow many (requests|calls)",
                  r"\btransferr?(ed|s)?\b", r"\bhow much data\b",
@@ -509,13 +514,13 @@ def _measures(q: Question) -> tuple[list[str], str]:
     if q.has(r"\b4xx\b", r"\b4\d\d\b", r"\bclient errors?\b", r"\bclient[- ]side\b"):
         return ["requests", "client_errors_4xx", "client_error_ratio"], (
             "client_error_ratio" if q.has(r"\brate\b|\bratio\b|percent|%") else "client_errors_4xx")
-    if q.has(r"\berror", r"\b5xx\b", r"\b5\d\d\b", r"\bfail", r"\bserver errors?\b"):
+    if q.has(r"\berror", r"\b5xx\b", r"\b5\d\ds?\b", r"\bfail", r"\bserver errors?\b"):
         return ["requests", "errors_5xx", "error_ratio"], (
             "error_ratio" if q.has(r"\brate\b|\bratio\b|percent|%|\bworst\b") else "errors_5xx")
     if q.has(r"\bbytes?\b", r"\bbandwidth", r"\b(gb|mb|kb)\b", r"\bdata (transfer|volume|sent|received)", r"\bpayload",
              r"\btransferr?(ed|s)?\b", r"\bhow much data\b", r"\bdata (in|out)\b"):
         return ["requests", "bytes_in", "bytes_out", "bytes_total"], "bytes_total"
-    if q.has(r"\brps\b", r"\bqps\b", r"per second", r"\bthroughput", r"\brate\b"):
+    if q.has(r"\brps\b", r"\bqps\b", r"per sec", r"/s(ec)?\b", r"\bthroughput", r"\brate\b"):
         return ["requests", "rps"], "requests"
     return ["requests", "errors_5xx", "error_ratio"], "requests"
 
@@ -590,6 +595,9 @@ def _metric_filters(q: Question, dims: list[str]) -> dict[str, str | list[str]]:
         filters["service"] = callee
     if caller:
         filters["caller"] = caller
+    status = _status_code(q)
+    if status and "status" not in dims:
+        filters["status"] = status
     if q.versions:
         filters["version"] = q.versions if len(q.versions) > 1 else q.versions[0]
         if "version" in dims and len(q.versions) == 1:
@@ -597,6 +605,14 @@ def _metric_filters(q: Question, dims: list[str]) -> dict[str, str | list[str]]:
     if "env" in dims:
         filters.pop("env", None)
     return filters
+
+
+def _status_code(q: Question) -> str | None:
+    """An exact HTTP status named in the question ("503", "404s"), not a class like 5xx."""
+    m = re.search(r"(?<![\d:./])\b([1-5]\d\d)s?\b(?![\d:])", _cut(q.text, [(0, 0)]))
+    if not m or m.group(0) == "500s" or q.has(r"\b(top|last|past|first)\s+" + m.group(1)):
+        return None
+    return m.group(1)
 
 
 def _comparison_windows(q: Question) -> list[tuple[str, Window]] | None:

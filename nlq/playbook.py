@@ -91,7 +91,7 @@ def run_steps(runner: Runner, service: str, window: Window, *, env: str | None, 
     overall = total[0] if total else {}
     findings: list[Finding] = []
     versions = runner.rows("errors by version", Aggregate(window, measures, ["version"], base, order_by="errors_5xx"))
-    bad_version = _standout(versions, "version", overall)
+    bad_version = _standout(versions, "version", overall, z=2.5)
     scope = {**base, "version": bad_version} if bad_version else base
     timeline = runner.rows("timeline by minute and version",
                            Aggregate(window, ["requests", "errors_5xx", "mean_ms"], ["minute", "version"], base))
@@ -124,7 +124,7 @@ def _ratio(row: dict[str, Any]) -> float:
     return float(row.get("errors_5xx") or 0) / max(float(row.get("requests") or 0), 1.0)
 
 
-def _standout(rows: list[dict[str, Any]], key: str, overall: dict[str, Any]) -> str | None:
+def _standout(rows: list[dict[str, Any]], key: str, overall: dict[str, Any], *, z: float = 3.0) -> str | None:
     """The slice whose error ratio is STANDOUT times that of the rest, with enough errors."""
     best, best_factor = None, 0.0
     for row in rows:
@@ -134,15 +134,15 @@ def _standout(rows: list[dict[str, Any]], key: str, overall: dict[str, Any]) -> 
             continue
         rest_ratio = max(rest_err / rest_req, 0.5 / rest_req)
         factor = _ratio(row) / rest_ratio
-        if factor >= STANDOUT and factor > best_factor and _significant(row, rest_ratio):
+        if factor >= STANDOUT and factor > best_factor and _significant(row, rest_ratio, z=z):
             best, best_factor = row[key], factor
     return best
 
 
-def _significant(row: dict[str, Any], rest_ratio: float) -> bool:
-    """More errors than the rest's ratio explains: about 3 standard deviations (Poisson)."""
+def _significant(row: dict[str, Any], rest_ratio: float, *, z: float) -> bool:
+    """More errors than the rest's ratio explains: ``z`` standard deviations (Poisson)."""
     expected = rest_ratio * float(row["requests"] or 0)
-    return float(row["errors_5xx"] or 0) - expected >= 3.0 * max(expected, 1.0) ** 0.5
+    return float(row["errors_5xx"] or 0) - expected >= z * max(expected, 1.0) ** 0.5
 
 
 def _version_finding(versions: list[dict[str, Any]], bad: str, timeline: list[dict[str, Any]]) -> Finding:

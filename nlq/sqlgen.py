@@ -34,11 +34,11 @@ RAW_MEASURES = {
     **{name: f"round(quantile_cont(duration_ms, {q}), 1)" for name, q in PERCENTILES.items()},
 }
 ROLLUP_MEASURES = {
-    "requests": "sum(requests)",
-    "rps": "round(sum(requests) / {seconds}, 3)",
-    "errors_5xx": "sum(errors_5xx)",
+    "requests": "coalesce(sum(requests), 0)",
+    "rps": "round(coalesce(sum(requests), 0) / {seconds}, 3)",
+    "errors_5xx": "coalesce(sum(errors_5xx), 0)",
     "error_ratio": "round(sum(errors_5xx) / sum(requests), 5)",
-    "client_errors_4xx": "sum(client_errors_4xx)",
+    "client_errors_4xx": "coalesce(sum(client_errors_4xx), 0)",
     "client_error_ratio": "round(sum(client_errors_4xx) / sum(requests), 5)",
     "bytes_in": "sum(bytes_in)",
     "bytes_out": "sum(bytes_out)",
@@ -130,7 +130,7 @@ def aggregate_sql(agg: Aggregate, *, rollups: bool) -> str:
     """The SELECT answering ``agg`` (from the smallest source that can)."""
     source = choose_source(agg, rollups=rollups)
     table = ROLLUP_MEASURES if source != "requests" else RAW_MEASURES
-    seconds = max(agg.window.seconds, 1.0)
+    seconds = _bucket_seconds(agg) or max(agg.window.seconds, 1.0)
     select = [dim_expr(d, source) for d in agg.dims]
     select += [f"{table[m].format(seconds=f'{seconds:g}')} AS {m}" for m in agg.measures]
     where = [window_predicate(source, agg.window)] + filter_predicates(agg.filters) + agg.where
@@ -141,6 +141,14 @@ def aggregate_sql(agg: Aggregate, *, rollups: bool) -> str:
             sql += "\nHAVING sum(requests) > 0"
     sql += _order(agg)
     return sql
+
+
+def _bucket_seconds(agg: Aggregate) -> float | None:
+    """Seconds per row when rows are time buckets (rps of an hour is per that hour)."""
+    for dim, seconds in (("minute", 60.0), ("hour", 3600.0), ("day", 86400.0)):
+        if dim in agg.dims:
+            return seconds
+    return None
 
 
 def _order(agg: Aggregate) -> str:

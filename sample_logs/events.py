@@ -19,10 +19,14 @@ if TYPE_CHECKING:
     from sample_logs.scenario import Plan
 
 
-def _iso(epoch: int) -> str:
+def _iso(epoch: Any) -> str:
     from sample_logs.truth_build import _iso as iso
 
     return iso(int(epoch))
+
+
+def _iso_int(value: Any) -> int:
+    return int(value)
 
 
 def _ratio_5xx(frame: pl.DataFrame) -> float:
@@ -36,8 +40,29 @@ def _between(frame: pl.DataFrame, window: tuple[int, int]) -> pl.DataFrame:
 def describe_events(net: Net, frame: pl.DataFrame, plan: Plan) -> list[dict[str, Any]]:
     """Every planted event, with its window and measured numbers."""
     prod = frame.filter(pl.col("env") == "prod")
-    return [_canary(prod, plan), _regression(prod, plan), _outage(net, prod, plan),
-            _slow(prod, plan), _violation(prod), _denied(prod, plan), _unknown(prod, plan)]
+    describe = {"canary": lambda: _canary(prod, plan), "canary_regression": lambda: _regression(prod, plan),
+                "outage": lambda: _outage(net, prod, plan), "slow_dependency": lambda: _slow(prod, plan),
+                "policy_violation": lambda: _violation(prod), "denied": lambda: _denied(prod, plan),
+                "unknown_callers": lambda: _unknown(prod, plan)}
+    return [_describe(describe[name]()) for name in describe if plan.has(name)]
+
+
+def _describe(event: dict[str, Any]) -> dict[str, Any]:
+    """Put a one-sentence ``description`` right after ``kind``."""
+    text = DESCRIPTIONS[event["kind"]].format(**event)
+    return {"kind": event["kind"], "description": text, **{k: v for k, v in event.items() if k != "kind"}}
+
+
+DESCRIPTIONS = {
+    "canary": "PaymentService v2 takes {traffic_share:.0%} of prod traffic from {start}",
+    "canary_regression": ("PaymentService v2 has {ratio_5xx_v2:.1%} 5xx vs v1 {ratio_5xx_v1:.1%} from {start}, "
+                          "extra errors on {method} {route}"),
+    "outage": "InventoryService prod outage {start} to {end}: {ratio_5xx:.0%} 5xx, its callers fail too",
+    "slow_dependency": "ShippingService -> CarrierGateway +{added_ms:.0f} ms in prod {start} to {end}",
+    "policy_violation": "OrdersReporting calls PaymentService in prod ({requests} requests), not allowed by policy",
+    "denied": "{requests} requests by an unknown principal denied (403, Service) on PaymentService",
+    "unknown_callers": "{requests} prod requests from principals the inventory cannot resolve",
+}
 
 
 def _canary(prod: pl.DataFrame, plan: Plan) -> dict[str, Any]:
@@ -111,7 +136,7 @@ def _violation(prod: pl.DataFrame) -> dict[str, Any]:
     span = _first_last(calls)
     return {"kind": "policy_violation", "env": "prod", "caller": "OrdersReporting",
             "service": "PaymentService", "allowed_callers": ["OrderService", "CheckoutService"],
-            "start": span["first"], "end": _iso(int(calls["ts"].max()) + 1) if calls.height else None,
+            "start": span["first"], "end": _iso(_iso_int(calls["ts"].max()) + 1) if calls.height else None,
             **span}
 
 
@@ -122,7 +147,7 @@ def _denied(prod: pl.DataFrame, plan: Plan) -> dict[str, Any]:
     return {"kind": "denied", "env": "prod", "service": "PaymentService", "caller": "unknown",
             "principal": UNKNOWN_PRINCIPALS["denied"], "status": 403, "auth_denied_reason": "Service",
             "failure_reason": "ClientAccessDenied", "version": None,
-            "start": span["first"], "end": _iso(int(calls["ts"].max()) + 1) if calls.height else None,
+            "start": span["first"], "end": _iso(_iso_int(calls["ts"].max()) + 1) if calls.height else None,
             "burst_start": _iso(burst[0]), "burst_end": _iso(burst[1]),
             "burst_requests": _between(calls, burst).height, **span}
 

@@ -31,6 +31,8 @@ Planted events, at offsets from the window start S (for the 24 h test day S = 00
   one from a vendor account) call CatalogService, ProductService and PricingService in prod.
 Windows shorter than 24 h: every offset and duration is scaled by hours/24 (rounded to whole
 minutes), durations to at least 10 minutes; 24 h and longer keep the exact offsets.
+``generate(..., events=...)`` plants only the named events (``EVENTS``): ``()`` gives a quiet
+network, ``{"canary"}`` an A/A canary (v2 at 10% with v1's exact 1% 5xx).
 Also staging has callers with no principal at all (SellerPortal, ContentService,
 SchedulerService): the inventory's CIDRs name them.
 
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -50,14 +53,18 @@ from meshlens.errors import ConfigError
 from sample_logs import records as rec
 from sample_logs import traffic
 from sample_logs.config_files import write_config
-from sample_logs.topology import ENVS, UNKNOWN_PRINCIPALS
 from sample_logs.traffic import Net, Requests
 from sample_logs.truth import GroundTruth
 from sample_logs.truth_build import build_truth
 
-__all__ = ["generate", "write_bench_file", "GroundTruth", "EVENT_TIMES"]
+__all__ = ["generate", "write_bench_file", "GroundTruth", "EVENTS", "EVENT_TIMES"]
 
 H = 3600
+EVENTS = ("canary", "canary_regression", "outage", "slow_dependency", "policy_violation",
+          "denied", "unknown_callers")
+"""Names of the planted events (``generate(events=...)`` picks a subset)."""
+
+
 EVENT_TIMES: dict[str, tuple[int, int | None]] = {
     "canary": (9 * H, None),
     "canary_regression": (10 * H + 1800, None),
@@ -83,9 +90,13 @@ class Plan:
     start: int
     end: int
     windows: dict[str, tuple[int, int]]
+    events: frozenset[str] = frozenset()
+
+    def has(self, event: str) -> bool:
+        return event in self.events
 
 
-def plan_events(start: int, hours: int) -> Plan:
+def plan_events(start: int, hours: int, events: frozenset[str] = frozenset(EVENTS)) -> Plan:
     """Place the events: exact offsets for 24 h or more, scaled by hours/24 below."""
     factor = min(1.0, hours / 24)
     end = start + hours * H
@@ -94,7 +105,7 @@ def plan_events(start: int, hours: int) -> Plan:
         a = start + _minutes(offset * factor)
         b = end if duration is None else min(end, a + max(600, _minutes(duration * factor)))
         windows[name] = (a, b)
-    return Plan(start, end, windows)
+    return Plan(start, end, windows, frozenset(events))
 
 
 def _minutes(seconds: float) -> int:
@@ -102,13 +113,18 @@ def _minutes(seconds: float) -> int:
 
 
 def generate(out_dir: str | Path, *, end: datetime, hours: int = 24, seed: int = 7,
-             scale: float = 1.0) -> GroundTruth:
-    """Write the scenario's logs, inventory, policy and ground truth into ``out_dir``."""
+             scale: float = 1.0, events: Iterable[str] | None = None) -> GroundTruth:
+    """Write the scenario's logs, inventory, policy and ground truth into ``out_dir``.
+
+    ``events`` plants only the named events (see EVENTS; ``()`` for a quiet network, or
+    ``{"canary"}`` for an A/A canary); None plants them all.
+    """
     start_s, end_s = _window(end, hours, scale)
+    chosen = _chosen(events)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    net = Net.build()
-    plan = plan_events(start_s, hours)
+    net = Net.build(planted=chosen)
+    plan = plan_events(start_s, hours, chosen)
     rng = np.random.default_rng(seed)
     req = traffic.draw(rng, net, start=start_s, minutes=hours * 60, scale=scale,
                        multiplier=_multipliers(net, plan, hours * 60))
@@ -119,6 +135,15 @@ def generate(out_dir: str | Path, *, end: datetime, hours: int = 24, seed: int =
     truth = build_truth(net, req, plan, files=files, seed=seed, scale=scale, hours=hours)
     truth.save(out / "ground_truth.json")
     return truth
+
+
+def _chosen(events: Iterable[str] | None) -> frozenset[str]:
+    chosen = frozenset(EVENTS if events is None else events)
+    if unknown := sorted(chosen - set(EVENTS)):
+        raise ConfigError(f"unknown scenario event(s) {', '.join(unknown)}; known: {', '.join(EVENTS)}")
+    if "canary_regression" in chosen and "canary" not in chosen:
+        raise ConfigError("the canary_regression event needs the canary event")
+    return chosen
 
 
 def _window(end: datetime, hours: int, scale: float) -> tuple[int, int]:
@@ -145,8 +170,10 @@ def _multipliers(net: Net, plan: Plan, minutes: int) -> dict[int, np.ndarray]:
 def apply_events(rng: np.random.Generator, net: Net, req: Requests, plan: Plan) -> None:
     """Shape versions, statuses and latency with the planted events."""
     _canary(rng, net, req, plan)
-    _outage(rng, net, req, plan)
-    _slow_dependency(rng, net, req, plan)
+    if plan.has("outage"):
+        _outage(rng, net, req, plan)
+    if plan.has("slow_dependency"):
+        _slow_dependency(rng, net, req, plan)
 
 
 def _pick(rng: np.random.Generator, mask: np.ndarray, k: int) -> np.ndarray:
@@ -168,7 +195,8 @@ def _in(req: Requests, window: tuple[int, int]) -> np.ndarray:
 def _canary(rng: np.random.Generator, net: Net, req: Requests, plan: Plan) -> None:
     pay = (req["callee"] == net.index["PaymentService"]) & (req["env"] == 0) & (req["kind"] != 2)
     coin = rng.random(len(req["t"]))
-    req["version"][pay & _in(req, plan.windows["canary"]) & (coin < CANARY_SHARE)] = 1
+    if plan.has("canary"):
+        req["version"][pay & _in(req, plan.windows["canary"]) & (coin < CANARY_SHARE)] = 1
     baseline = pay & (req["status"] >= 500)
     req["status"][baseline] = traffic.success_codes(net)[req["route"][baseline]]
     reg = plan.windows["canary_regression"]
@@ -177,6 +205,8 @@ def _canary(rng: np.random.Generator, net: Net, req: Requests, plan: Plan) -> No
         for period in periods:
             group = pay & (req["version"] == version) & _in(req, period)
             _set_5xx(rng, req, _pick(rng, group & (req["status"] < 400), round(BASE_5XX * group.sum())))
+    if not plan.has("canary_regression"):
+        return
     v2_after = pay & (req["version"] == 1) & _in(req, reg)
     extra = round((CANARY_5XX - BASE_5XX) * v2_after.sum())
     on_route = v2_after & (req["route"] == route_id(net, "PaymentService", *REGRESSION_ROUTE))
@@ -203,7 +233,8 @@ def outage_callers(net: Net) -> dict[str, float]:
 def _outage(rng: np.random.Generator, net: Net, req: Requests, plan: Plan) -> None:
     window = plan.windows["outage"]
     hit = (req["callee"] == net.index["InventoryService"]) & (req["env"] == 0) & _in(req, window)
-    req["status"][hit & (req["status"] >= 500)] = 200
+    failed = hit & (req["status"] >= 500)
+    req["status"][failed] = traffic.success_codes(net)[req["route"][failed]]
     idx = _pick(rng, hit, round(OUTAGE_5XX * hit.sum()))
     _set_5xx(rng, req, idx, *OUTAGE_CODES)
     status = req["status"][idx]
@@ -235,30 +266,47 @@ BENCH_LINES_PER_DAY = 200_000
 def write_bench_file(path: str | Path, *, lines: int, seed: int = 1) -> Path:
     """Write ``lines`` plain (uncompressed) Lattice JSON lines of realistic traffic to ``path``.
 
-    Baseline traffic only (no planted events), about 200,000 lines per simulated day, days
-    going back from 2026-11-11, both envs interleaved in time order within a day.
+    Baseline traffic (the planted edges, no planted events), about 200,000 lines per
+    simulated day ending 2026-11-11, days in order, both envs interleaved in time order.
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     net = Net.build()
     rng = np.random.default_rng(seed)
-    end = int(datetime(2026, 11, 11, tzinfo=timezone.utc).timestamp())
+    days = max(1, -(-lines // BENCH_LINES_PER_DAY))
+    first = int(datetime(2026, 11, 11, tzinfo=timezone.utc).timestamp()) - days * 86400
+    scale = BENCH_LINES_PER_DAY * 1.05 / traffic.BASE_REQUESTS_PER_DAY
     written, day = 0, 0
     with out.open("wb") as fh:
         while written < lines:
-            day += 1
-            scale = BENCH_LINES_PER_DAY * 1.05 / traffic.BASE_REQUESTS_PER_DAY
-            req = traffic.draw(rng, net, start=end - day * 86400, minutes=1440, scale=scale, multiplier={})
+            req = traffic.draw(rng, net, start=first + day * 86400, minutes=1440, scale=scale, multiplier={})
             traffic.finish(rng, net, req)
-            order = np.argsort(req["t"], kind="stable")[:lines - written]
+            quota = BENCH_LINES_PER_DAY if day < days - 1 else lines - written
+            order = np.argsort(req["t"], kind="stable")[:min(quota, lines - written)]
             fh.write(rec.ndjson(rec.frame(rng, net, {k: v[order] for k, v in req.items()})))
             written += len(order)
+            day += 1
     return out
 
 
-def unknown_principals() -> dict[str, str]:
-    """The principals the inventory cannot resolve, by name."""
-    return dict(UNKNOWN_PRINCIPALS)
+def main(argv: list[str] | None = None) -> None:
+    """``python -m sample_logs.scenario OUT_DIR [--end ISO] [--hours] [--seed] [--scale]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sample_logs.scenario", description=__doc__.split("\n")[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--end", default=None, help="window end, ISO-8601 UTC (default: this hour)")
+    parser.add_argument("--hours", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--scale", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    end = (datetime.fromisoformat(args.end.replace("Z", "+00:00")) if args.end
+           else datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0))
+    truth = generate(args.out_dir, end=end, hours=args.hours, seed=args.seed, scale=args.scale)
+    print(f"{truth.total_requests:,} requests in {len(truth.files)} files, {truth.start} to {truth.end}")
+    for event in truth.events:
+        print(f"  planted: {event['description']}")
 
 
-ENV_NAMES = tuple(e.name for e in ENVS)
+if __name__ == "__main__":
+    main()

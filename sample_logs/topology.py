@@ -442,15 +442,19 @@ Their source addresses (10.250.0.0/16) match no service CIDR, and being users, n
 carry no role name the pipeline could fall back to: they resolve to ``unknown``."""
 
 
-def edges(svcs: list[Service]) -> list[Edge]:
-    """The call graph of every env (staging mirrors prod without the planted oddities)."""
+def edges(svcs: list[Service], *, planted: frozenset[str] | None = None) -> list[Edge]:
+    """The call graph of every env (staging mirrors prod without the planted oddities).
+
+    ``planted``: tags of the planted edges to include (policy_violation, denied,
+    unknown_callers); None includes them all.
+    """
     graph = {**INGRESS_EDGES, **{k: dict(v) for k, v in CORE_EDGES.items()}}
     _add_generic_edges(graph, svcs)
     out: list[Edge] = []
     for env in ENVS:
         for caller, callees in graph.items():
             out.extend(Edge(caller, callee, env.name, f) for callee, f in callees.items())
-    out.extend(planted_edges())
+    out.extend(e for e in planted_edges() if planted is None or e.tag in planted)
     return out
 
 
@@ -460,11 +464,11 @@ def planted_edges() -> list[Edge]:
         Edge("OrdersReporting", "PaymentService", "prod", 0.8, tag="policy_violation",
              routes=("GET /v1/charges/{id}", "POST /v1/refunds")),
         Edge("unknown", "CatalogService", "prod", 0.004, kind="unknown",
-             principal=UNKNOWN_PRINCIPALS["legacy"], tag="unknown_caller"),
+             principal=UNKNOWN_PRINCIPALS["legacy"], tag="unknown_callers"),
         Edge("unknown", "ProductService", "prod", 0.004, kind="unknown",
-             principal=UNKNOWN_PRINCIPALS["legacy"], tag="unknown_caller"),
+             principal=UNKNOWN_PRINCIPALS["legacy"], tag="unknown_callers"),
         Edge("unknown", "PricingService", "prod", 0.002, kind="unknown",
-             principal=UNKNOWN_PRINCIPALS["vendor"], tag="unknown_caller"),
+             principal=UNKNOWN_PRINCIPALS["vendor"], tag="unknown_callers"),
         Edge("unknown", "PaymentService", "prod", 0.005, kind="denied",
              principal=UNKNOWN_PRINCIPALS["denied"], tag="denied",
              routes=("GET /v1/charges/{id}", "POST /v1/charges")),

@@ -38,10 +38,10 @@ class Net:
     edge_routes: list[tuple[np.ndarray, np.ndarray]]  # per edge: route ids, probabilities
 
     @classmethod
-    def build(cls) -> Net:
-        """The demo network."""
+    def build(cls, *, planted: frozenset[str] | None = None) -> Net:
+        """The demo network (``planted``: which planted edges to include, None for all)."""
         svcs = topo.services()
-        edge_list = topo.edges(svcs)
+        edge_list = topo.edges(svcs, planted=planted)
         index = {s.name: i for i, s in enumerate(svcs)}
         routes = [(i, r) for i, s in enumerate(svcs) for r in s.routes]
         return cls(svcs, edge_list, np.array(topo.edge_rates(edge_list)), index, routes,

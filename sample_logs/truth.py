@@ -119,7 +119,7 @@ class GroundTruth:
         frame = self.requests_frame().filter(_predicate(start=start, end=end, filters=filters))
         if frame.height == 0:
             raise ValueError(f"no requests match {filters}")
-        return float(np.percentile(frame["duration_ms"].to_numpy(), q, method=method))
+        return float(np.percentile(frame["duration_ms"].to_numpy(), q, method=method))  # type: ignore[call-overload]
 
 
 def parse_ts(text: str) -> datetime:

@@ -21,7 +21,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 
 
-def run_page(page: str, *, timeout: float = 120, **params: str) -> Any:
+def run_page(page: str, *, timeout: float = 300, **params: str) -> Any:
     """Run the app once in AppTest on ``page`` with query parameters (the lake from $MESHLENS_DATA)."""
     from streamlit.testing.v1 import AppTest
 

@@ -7,12 +7,14 @@ never from the lake.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import polars as pl
 import pytest
 
 from dashboard.state import PAGES
+from meshlens.timewin import iso
 from tests.dashboard_support import run_page
 
 pytestmark = pytest.mark.slow
@@ -24,6 +26,8 @@ def day(scenario: Any) -> Iterator[tuple[Any, Any, dict[str, str]]]:
     lake, truth = scenario
     patch = pytest.MonkeyPatch()
     patch.setenv("MESHLENS_DATA", str(lake.root))
+    # The scenario writes its allowed-caller policy beside the logs, not in the lake.
+    patch.setenv("MESHLENS_POLICY", str(lake.root.parent / "logs" / "policy.toml"))
     params = {"range": "custom", "since": truth.start, "until": truth.end}
     yield lake, truth, params
     patch.undo()
@@ -115,3 +119,97 @@ def test_sql_page_runs_through_the_guard(day: Any) -> None:
     at.text_area(key="sql_text").set_value("DROP VIEW requests")
     at.button[0].click().run()
     assert at.error and "SELECT" in at.error[0].value
+
+
+def test_default_range_ends_at_the_newest_data(day: Any) -> None:
+    _, truth, _ = day
+    newest = truth.requests_frame()["ts"].max()
+    ceiling = newest.replace(second=0, microsecond=0) + (timedelta(minutes=1) if newest.second or newest.microsecond else timedelta())
+    at = run_page("Overview")
+    assert_clean(at)
+    expected = f"Window [{iso(ceiling - timedelta(hours=24))}, {iso(ceiling)}) UTC"
+    assert any(expected in c.value for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
+
+
+def test_graph_lists_the_edges_and_opens_a_service(day: Any) -> None:
+    _, truth, params = day
+    requests = truth.requests_frame()
+    at = run_page("Service graph", **params)
+    assert_clean(at)
+    assert at.get("plotly_chart"), "the graph is drawn"
+    edges = next(f for f in frames(at) if {"caller", "callee"} <= set(f.columns))
+    row = edges.filter((pl.col("caller") == "OrdersReporting") & (pl.col("callee") == "PaymentService"))
+    expected = requests.filter((pl.col("caller") == "OrdersReporting") & (pl.col("service") == "PaymentService")).height
+    assert row["requests"].to_list() == [expected]
+    at.selectbox(key="graph_open").set_value("PaymentService").run()
+    at.button(key="graph_open_btn").click().run()
+    assert_clean(at)
+    assert at.session_state["page"] == "Service" and at.session_state["service"] == "PaymentService"
+    assert at.query_params["page"] == ["Service"] and at.query_params["service"] == ["PaymentService"]
+    assert [h.value for h in at.header][:1] == ["PaymentService"]
+    assert metric(at, "Requests") == f"{requests.filter(pl.col('service') == 'PaymentService').height:,}"
+
+
+def test_security_page_shows_the_policy_violation_and_denials(day: Any) -> None:
+    _, truth, params = day
+    requests = truth.requests_frame()
+    at = run_page("Security", **params)
+    assert_clean(at)
+    violations = next(f for f in frames(at) if "allowed_callers" in f.columns)
+    row = violations.filter((pl.col("caller") == "OrdersReporting") & (pl.col("service") == "PaymentService"))
+    expected = requests.filter((pl.col("caller") == "OrdersReporting") & (pl.col("service") == "PaymentService")
+                               & (pl.col("env") == "prod")).height
+    assert row["requests"].to_list() == [expected]
+    denied = next(f for f in frames(at) if "auth_denied_reason" in f.columns)
+    event = truth.event("denied")
+    row = denied.filter((pl.col("service") == event["service"]) & (pl.col("auth_denied_reason") == "Service"))
+    assert row["requests"].sum() == event["requests"]
+
+
+def test_canary_page_rolls_back_the_planted_regression(day: Any) -> None:
+    _, truth, params = day
+    planted = truth.event("canary_regression")
+    at = run_page("Canary", **params)
+    assert_clean(at)
+    listed = frames(at)[0]
+    row = listed.filter((pl.col("service") == planted["service"]) & (pl.col("env") == planted["env"]))
+    assert row["verdict"].to_list() == ["rollback"]
+    assert row["canary"].to_list() == [planted["version"]] and row["baseline"].to_list() == [planted["baseline"]]
+    assert any("red-badge[rollback]" in m.value for m in at.markdown)
+
+
+def test_anomalies_page_finds_the_outage(day: Any) -> None:
+    _, truth, params = day
+    outage = truth.event("outage")
+    start, end = (datetime.fromisoformat(outage[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    at = run_page("Anomalies", **params)
+    assert_clean(at)
+    incidents = next(f for f in frames(at) if "reason" in f.columns)
+    overlapping = incidents.filter((pl.col("start") < end) & (pl.col("end") > start)
+                                   & pl.col("services").str.contains(outage["service"]))
+    assert overlapping.height >= 1
+
+
+def test_ask_page_shows_sql_and_the_callers(day: Any) -> None:
+    _, truth, params = day
+    requests = truth.requests_frame()
+    at = run_page("Ask", **params)
+    at.text_input(key="q").set_value("who calls PaymentService")
+    at.button[0].click().run()
+    assert_clean(at)
+    assert at.code and "SELECT" in at.code[0].value.upper()
+    shown = set(frames(at)[0]["caller"])
+    truth_callers = set(requests.filter(pl.col("service") == "PaymentService")["caller"])
+    assert {"OrderService", "CheckoutService", "OrdersReporting"} <= shown <= truth_callers
+
+
+def test_cost_page_names_the_most_expensive_service(day: Any) -> None:
+    _, truth, params = day
+    bytes_per = (truth.requests_frame().group_by("service")
+                 .agg((pl.col("bytes_in") + pl.col("bytes_out")).sum().alias("b")).sort("b", descending=True))
+    top, top_bytes = bytes_per.row(0)
+    # 24 service-hours at $0.025, data at $0.025 per GiB; no service passes 300,000 requests an hour.
+    expected = 24 * 0.025 + top_bytes / 2**30 * 0.025
+    at = run_page("Cost", **params)
+    assert_clean(at)
+    assert metric(at, f"Most expensive: {top}") == f"${expected:,.2f}"

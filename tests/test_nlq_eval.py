@@ -8,6 +8,7 @@ and fails below 90% overall (and below 75% in any category).
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,7 +20,8 @@ import pytest
 
 from meshlens import catalog
 from meshlens.timewin import parse_instant
-from nlq.ask import Answer, ask
+from meshlens.lake import Lake
+from nlq.ask import Answer, ask, rollups_available
 
 QUESTIONS = json.loads((Path(__file__).parent / "nlq_questions.json").read_text())
 DEFAULT_NOW = "2026-11-11T00:00:00Z"
@@ -228,9 +230,24 @@ CHECKS = {name[len("check_"):]: fn for name, fn in globals().items() if name.sta
 # -- the evaluation --------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def evaluated(scenario) -> list[tuple[dict[str, Any], bool, str]]:
+def rollup_lake(scenario, tmp_path_factory: pytest.TempPathFactory) -> Lake:
+    """A copy of the scenario lake with the rollups built (the scenario lake stays read-only)."""
+    rollup = pytest.importorskip("analytics.rollup")
+    lake, _ = scenario
+    copy = Lake(tmp_path_factory.mktemp("nlq-rollups") / "lake")
+    shutil.copytree(lake.root / "requests", copy.root / "requests")
+    rollup.rebuild(copy)
+    return copy
+
+
+@pytest.fixture(scope="module", params=["raw", "rollups"])
+def evaluated(request: pytest.FixtureRequest, scenario) -> list[tuple[dict[str, Any], bool, str]]:
     lake, truth = scenario
+    if request.param == "rollups":
+        lake = request.getfixturevalue("rollup_lake")
     conn = catalog.connect(lake)
+    if request.param == "rollups":
+        assert rollups_available(conn)
     frame = truth.requests_frame()
     results = []
     for item in QUESTIONS:
@@ -245,7 +262,8 @@ def evaluated(scenario) -> list[tuple[dict[str, Any], bool, str]]:
 
 
 @pytest.mark.slow
-def test_offline_accuracy_by_category(evaluated, capsys: pytest.CaptureFixture[str]) -> None:
+def test_offline_accuracy_by_category(evaluated, request: pytest.FixtureRequest,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
     per: dict[str, Counter[bool]] = defaultdict(Counter)
     for item, ok, _ in evaluated:
         per[item["cat"]][ok] += 1
@@ -253,7 +271,7 @@ def test_offline_accuracy_by_category(evaluated, capsys: pytest.CaptureFixture[s
     total = sum(ok for _, ok, _ in evaluated) / len(evaluated)
     failures = [f"  {item['q']!r}: {note}" for item, ok, note in evaluated if not ok]
     with capsys.disabled():
-        print("\nNLQ offline accuracy by category:\n" + "\n".join(lines) + f"\noverall {total:.1%} of {len(evaluated)}")
+        print(f"\nNLQ offline accuracy by category ({request.node.callspec.params['evaluated']}):\n" + "\n".join(lines) + f"\noverall {total:.1%} of {len(evaluated)}")
         if failures:
             print("failures:\n" + "\n".join(failures))
     assert total >= 0.9, "\n".join(failures)

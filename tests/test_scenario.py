@@ -49,6 +49,7 @@ def _ts(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
     a = generate(tmp_path / "a", end=END, hours=2, seed=3, scale=0.2)
     b = generate(tmp_path / "b", end=END, hours=2, seed=3, scale=0.2)
@@ -66,6 +67,7 @@ def test_other_seed_other_traffic(tmp_path: Path) -> None:
     assert a.requests["ts"] != b.requests["ts"]
 
 
+@pytest.mark.slow
 def test_s3_layout(day) -> None:
     out, truth, _ = day
     paths = [p.relative_to(out).as_posix() for p in out.rglob("*.log.gz")]
@@ -84,6 +86,7 @@ def test_s3_layout(day) -> None:
         assert (out / name).is_file()
 
 
+@pytest.mark.slow
 def test_records_have_the_real_fields_and_types(day, samples_dir: Path) -> None:
     real = json.loads((samples_dir / REAL_FIELDS_SAMPLE).read_text().splitlines()[0])
     _, _, rows = day
@@ -94,6 +97,7 @@ def test_records_have_the_real_fields_and_types(day, samples_dir: Path) -> None:
             assert value != "" and value is not None, key
 
 
+@pytest.mark.slow
 def test_record_values_are_plausible(day) -> None:
     _, _, rows = day
     sample = rows[:: max(1, len(rows) // 3000)]
@@ -112,6 +116,7 @@ def test_record_values_are_plausible(day) -> None:
     assert statuses[2] / len(rows) > 0.9 and statuses[4] > 0 and statuses[5] > 0
 
 
+@pytest.mark.slow
 def test_truth_counts_add_up_to_lines_written(day) -> None:
     out, truth, rows = day
     counts = truth.counts_frame()
@@ -126,6 +131,7 @@ def test_truth_counts_add_up_to_lines_written(day) -> None:
     assert reloaded.counts == truth.counts and reloaded.events == truth.events
 
 
+@pytest.mark.slow
 def test_truth_latency_matches_the_records(day) -> None:
     out, truth, rows = day
     lat = truth.latency_frame()
@@ -148,6 +154,7 @@ def _inventory(out: Path) -> dict:
     return tomllib.loads((out / "meshlens.toml").read_text())
 
 
+@pytest.mark.slow
 def test_inventory_parses_and_covers_every_service(day) -> None:
     out, truth, rows = day
     inv = _inventory(out)
@@ -166,6 +173,7 @@ def test_inventory_parses_and_covers_every_service(day) -> None:
         assert row["targetGroupArn"] == "-" or row["targetGroupArn"].rsplit("/", 1)[1] in tgs
 
 
+@pytest.mark.slow
 def test_policy_parses(day) -> None:
     out, _, _ = day
     policy = tomllib.loads((out / "policy.toml").read_text())
@@ -184,6 +192,7 @@ def _versions(out: Path) -> dict[str, str]:
     return {t["id"]: t["version"] for t in _inventory(out)["target_group"]}
 
 
+@pytest.mark.slow
 def test_canary_share_and_error_ratio_from_raw_records(day) -> None:
     out, truth, rows = day
     versions = _versions(out)
@@ -208,6 +217,7 @@ def test_canary_share_and_error_ratio_from_raw_records(day) -> None:
     assert event["errors_v2"] == len(v2_errors)
 
 
+@pytest.mark.slow
 def test_outage_from_raw_records(day) -> None:
     out, truth, rows = day
     inv = {s["name"]: s for s in _inventory(out)["service"]}
@@ -226,6 +236,7 @@ def test_outage_from_raw_records(day) -> None:
     assert sum(r["responseCode"] >= 500 for r in checkout_hits) / len(checkout_hits) > 0.2
 
 
+@pytest.mark.slow
 def test_slow_dependency_from_raw_records(day) -> None:
     out, truth, rows = day
     inv = {s["name"]: s for s in _inventory(out)["service"]}
@@ -239,6 +250,7 @@ def test_slow_dependency_from_raw_records(day) -> None:
     assert truth.event("slow_dependency")["requests"] == len(during)
 
 
+@pytest.mark.slow
 def test_denied_and_unknown_callers_from_raw_records(day) -> None:
     out, truth, rows = day
     inv = _inventory(out)
@@ -248,13 +260,14 @@ def test_denied_and_unknown_callers_from_raw_records(day) -> None:
     assert len(denied) == truth.event("denied")["requests"]
     assert all(r["authDeniedReason"] == "-" for r in rows if r["responseCode"] != 403)
     known = [re.compile(p.replace("*", ".*")) for s in inv["service"] for p in s["principals"]]
-    unknown = {r["callerPrincipal"] for r in rows if r["callerPrincipal"] != "-"
-               and not any(k.fullmatch(r["callerPrincipal"]) for k in known)}
+    principals = {r["callerPrincipal"] for r in rows if r["callerPrincipal"] != "-"}
+    unknown = {p for p in principals if not any(k.fullmatch(p) for k in known)}
     assert truth.event("denied")["principal"] in unknown
     assert set(truth.event("unknown_callers")["principals"]) <= unknown
     assert len(unknown) == 3
 
 
+@pytest.mark.slow
 def test_policy_violation_present(day) -> None:
     out, truth, rows = day
     pay = _payment_prod(rows, out)
@@ -263,6 +276,56 @@ def test_policy_violation_present(day) -> None:
     callers.update(r["callerX509SANURI"].rsplit("/", 1)[1] for r in pay if r["callerX509SANURI"] != "-")
     assert set(callers) == {"OrderService", "checkout-service", "OrdersReporting"}
     assert callers["OrdersReporting"] == truth.event("policy_violation")["requests"] > 20
+
+
+def test_latency_table_is_numpy_lower_for_every_group(day) -> None:
+    _, truth, _ = day
+    frame = truth.requests_frame().with_columns(hour=pl.col("ts").dt.truncate("1h"))
+    expected = frame.group_by(["hour", "service", "version", "env"]).agg(pl.col("duration_ms"))
+    table = {(r["hour"], r["service"], r["version"], r["env"]): r for r in truth.latency_frame().iter_rows(named=True)}
+    assert len(table) == expected.height
+    for row in expected.iter_rows(named=True):
+        got = table[(row["hour"], row["service"], row["version"], row["env"])]
+        d = np.asarray(row["duration_ms"], dtype=float)
+        assert got["requests"] == len(d)
+        for q in (50, 90, 95, 99):
+            assert got[f"p{q}_ms"] == float(np.percentile(d, q, method="lower")), (row["service"], q)
+        assert got["max_ms"] == d.max() and got["mean_ms"] == pytest.approx(d.mean())
+
+
+def test_quiet_network_has_no_events(tmp_path: Path) -> None:
+    truth = generate(tmp_path, end=END, hours=24, seed=7, scale=0.05, events=())
+    frame = truth.requests_frame()
+    assert truth.events == []
+    assert set(frame["version"].unique()) == {"v1"}
+    assert (frame["caller"] == "unknown").sum() == 0 and (frame["status"] == 403).sum() == 0
+    inv = frame.filter((pl.col("service") == "InventoryService") & (pl.col("env") == "prod"))
+    assert (inv["status"] >= 500).mean() < 0.05
+
+
+@pytest.mark.slow
+def test_aa_canary_has_equal_error_ratios(tmp_path: Path) -> None:
+    truth = generate(tmp_path, end=END, hours=24, seed=7, scale=0.25, events={"canary"})
+    pay = truth.requests_frame().filter((pl.col("service") == "PaymentService") & (pl.col("env") == "prod")
+                                        & (pl.col("ts") >= S + timedelta(hours=9)))
+    ratio = {v: float((pay.filter(pl.col("version") == v)["status"] >= 500).mean()) for v in ("v1", "v2")}
+    assert ratio["v2"] == pytest.approx(ratio["v1"], abs=0.004)
+    assert [e["kind"] for e in truth.events] == ["canary"]
+
+
+def test_unknown_event_name_is_refused(tmp_path: Path) -> None:
+    from meshlens.errors import MeshlensError
+
+    with pytest.raises(MeshlensError, match="unknown scenario event"):
+        generate(tmp_path, end=END, hours=1, scale=0.1, events={"meteor"})
+
+
+def test_two_days_keep_exact_event_times(tmp_path: Path) -> None:
+    truth = generate(tmp_path, end=END, hours=48, seed=7, scale=0.02)
+    assert truth.event("outage")["start"] == "2026-11-09T14:00:00Z"
+    assert truth.event("canary")["end"] == "2026-11-11T00:00:00Z"
+    days = {p.parts[-5:-2] for p in (tmp_path / "AWSLogs").rglob("*.log.gz")}
+    assert {d[2] for d in days} == {"09", "10"}
 
 
 def test_short_window_places_events_proportionally(tmp_path: Path) -> None:

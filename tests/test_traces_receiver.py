@@ -96,6 +96,7 @@ def test_415_404_405(server) -> None:  # type: ignore[no-untyped-def]
     assert conn.getresponse().status == 405
 
 
+@pytest.mark.slow
 def test_token_required_when_configured(tmp_path: Path) -> None:
     served = serve(tmp_path / "lake", settings=NEVER, token="s3cret")
     try:
@@ -109,6 +110,7 @@ def test_token_required_when_configured(tmp_path: Path) -> None:
     assert sorted(_lake_span_ids(tmp_path / "lake")) == sorted(span_ids(make_request(service="t", spans=2, seed=15)))
 
 
+@pytest.mark.slow
 def test_sigterm_publishes_pending_spans(tmp_path: Path) -> None:
     served = serve(tmp_path / "lake", settings=NEVER)
     request = make_request(service="term", spans=50, seed=16)
@@ -185,6 +187,7 @@ def test_replay_after_a_crash_mid_publish_is_idempotent(tmp_path: Path) -> None:
     assert Receiver(lake, config=config).replay() == 0
 
 
+@pytest.mark.slow
 def test_back_pressure_503_with_retry_after(tmp_path: Path) -> None:
     settings = {**NEVER, "receiver_max_pending_bytes": 30_000}
     served = serve(tmp_path / "lake", settings=settings)

@@ -11,7 +11,7 @@ from dashboard import charts, data, widgets
 from dashboard.state import Ctx
 from dashboard.views.overview import bucket_for
 
-VERDICT_BOX = {"rollback": st.error, "promote": st.success, "continue": st.info}
+VERDICT_COLOR = {"rollback": "red", "promote": "green", "continue": "blue"}
 
 
 def render(ctx: Ctx) -> None:
@@ -36,8 +36,10 @@ def _label(verdict: dict[str, Any]) -> str:
 
 
 def _detail(ctx: Ctx, verdict: dict[str, Any]) -> None:
-    box = VERDICT_BOX.get(verdict["verdict"], st.warning)
-    box(f"**{verdict['verdict'].replace('_', ' ')}**: {verdict.get('evidence') or ''}")
+    color = VERDICT_COLOR.get(verdict["verdict"], "gray")
+    with st.container(border=True):
+        st.markdown(f"### :{color}-badge[{verdict['verdict'].replace('_', ' ')}] {verdict['service']}")
+        st.markdown(verdict.get("evidence") or "")
     facts = st.columns(4)
     facts[0].metric("Baseline", verdict["baseline"])
     facts[1].metric("Canary", verdict["canary"])

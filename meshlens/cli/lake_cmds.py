@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib
 import shutil
-import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -178,7 +176,7 @@ def demo(no_dashboard: bool, hours: int, scale: float, data: str | None) -> None
                          settings=settings)
     _print_demo_summary(lake, summary, truth, seconds=time.monotonic() - started)
     if not no_dashboard:
-        _start_dashboard(lake)
+        _start_dashboard(settings)
 
 
 def _generate_demo(lake: Lake, *, hours: int, scale: float) -> tuple[Any, Path]:
@@ -215,27 +213,22 @@ def _print_demo_summary(lake: Lake, summary: Any, truth: Any, *, seconds: float)
 
 
 def _planted(truth: Any) -> list[str]:
-    events = getattr(truth, "events", None) or getattr(truth, "planted", None) or []
+    """One line per planted event of the scenario's ground truth."""
     out = []
-    for event in events:
-        if isinstance(event, dict):
-            out.append(", ".join(f"{k}={v}" for k, v in event.items() if not isinstance(v, (dict, list)))[:160])
-        else:
-            out.append(str(event)[:160])
+    for event in getattr(truth, "events", None) or []:
+        text = event.get("description") if isinstance(event, dict) else None
+        out.append(str(text or event)[:200])
     return out
 
 
-def _start_dashboard(lake: Lake) -> None:
-    app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
-    if not app.is_file():
-        click.echo("  (the dashboard is not installed yet; stopping here)")
+def _start_dashboard(settings: Any) -> None:
+    dashboard_cmds = _optional("meshlens.cli.dashboard_cmds")
+    if dashboard_cmds is None or not hasattr(dashboard_cmds, "launch"):
+        click.echo("  (the dashboard is not installed; stopping here)")
         return
-    click.echo("  starting the dashboard (Ctrl-C to stop)...")
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--", "--data", str(lake.root)]
-    try:
-        subprocess.run(command, check=False)
-    except KeyboardInterrupt:
-        pass
+    host, port = settings["dashboard_host"], settings["dashboard_port"]
+    click.echo(f"  dashboard on http://{host}:{port} (Ctrl-C stops it)")
+    dashboard_cmds.launch(settings["data"], host, port, block=True)
 
 
 COMMANDS = [ingest, services, sql, compact, inventory, demo]

@@ -32,7 +32,7 @@ def serve(data: str | None, host: str | None, port: int | None, token: str | Non
 
     settings = load_settings(data, receiver_host=host, receiver_port=port, receiver_token=token)
     lake = Lake(settings["data"])
-    receiver = Receiver(lake, config=ReceiverConfig.from_settings(settings), on_publish=_rollup_hook(lake))
+    receiver = Receiver(lake, config=ReceiverConfig.from_settings(settings), on_publish=_rollup_hook(lake), workers=1)
     try:
         server = make_server(receiver, host=settings["receiver_host"], port=int(settings["receiver_port"]))
     except OSError as exc:
