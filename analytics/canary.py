@@ -198,7 +198,7 @@ def live_versions(conn: duckdb.DuckDBPyConnection, *, window: Window, service: s
         FROM requests WHERE {where} AND version IS NOT NULL AND version <> ''
         GROUP BY ALL HAVING max(ts) >= ? ORDER BY service, env, requests DESC
     """
-    return conn.execute(sql, [*params, recent]).pl()
+    return conn.sql(sql, params=[*params, recent]).pl()
 
 
 def canary_pairs(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
@@ -226,7 +226,7 @@ def minute_counts(conn: duckdb.DuckDBPyConnection, *, window: Window, service: s
                count(*) FILTER (WHERE b.duration_ms > t.p99)::DOUBLE AS slow
         FROM base b JOIN thr t USING (method, route) GROUP BY ALL
     """
-    return conn.execute(sql, [*params, baseline, canary]).pl()
+    return conn.sql(sql, params=[*params, baseline, canary]).pl()
 
 
 def latency_summary(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
@@ -243,10 +243,10 @@ def latency_summary(conn: duckdb.DuckDBPyConnection, *, window: Window, service:
         SELECT a.scope, a.version, count(*) AS requests,
                count(*) FILTER (WHERE status >= 500) AS errors_5xx,
                quantile_cont(duration_ms, 0.5) AS p50_ms, quantile_cont(duration_ms, 0.99) AS p99_ms,
-               avg(CASE WHEN duration_ms > b.base_p99 THEN 1.0 ELSE 0.0 END) AS slower_than_base_p99
+               avg(CASE WHEN duration_ms > b.base_p99 THEN 1.0 ELSE 0.0 END) AS slower_than_baseline_p99
         FROM allr a LEFT JOIN bp99 b USING (scope) GROUP BY ALL
     """
-    return conn.execute(sql, [*params, baseline, canary, baseline]).pl()
+    return conn.sql(sql, params=[*params, baseline, canary, baseline]).pl()
 
 
 def _where(window: Window, *, service: str | None, env: str | None) -> tuple[str, list[Any]]:
@@ -413,7 +413,8 @@ def _scope_rows(summary: pl.DataFrame, tests: list[_Test], scope: str, verdict: 
             for t in tests:
                 if t.scope == scope:
                     key = "5xx" if t.metric == "5xx" else "slow"
-                    row[f"{key}_ratio"] = float(t.result.ratio[-1])
+                    n_b, e_b, n_c, e_c = (float(a.sum()) for a in t.arrays)
+                    row[f"{key}_ratio"] = (e_c / n_c) / (e_b / n_b) if e_b and n_b and n_c else None
                     row[f"{key}_ratio_ci"] = [float(t.result.lower[-1]), float(t.result.upper[-1])]
                     row[f"{key}_rollback"] = t.rollback_at is not None
         rows.append(row)
@@ -433,14 +434,26 @@ def _sentence(verdict: CanaryVerdict, test: _Test, since_idx: int, config: Judge
         return (f"{c} has {times} the {what} of {b}{where} ({_pct(rate_c)} vs {_pct(rate_b)}, {counts}) "
                 f"since {since}; recommend rolling back {c}")
     lo, hi = float(test.result.lower[-1]), float(test.result.upper[-1])
-    band = f"ratio {float(test.result.ratio[-1]):.2f}, {100 * (1 - config.alpha):.0f}% CI {lo:.2f}-{hi:.2f}"
+    point = f"ratio {rate_c / rate_b:.2f}, " if rate_b > 0 else ""
+    band = f"{point}{100 * (1 - config.alpha):.0f}% confidence sequence {lo:.2f}-{hi:.2f}"
     if verdict.verdict == "promote":
         return (f"{c} matches {b}: 5xx {_pct(rate_c)} vs {_pct(rate_b)} ({band}, {counts}), latency within "
                 f"{config.promote_ratio}x; recommend promoting {c}")
     if verdict.verdict == "continue":
-        return f"no significant difference yet between {c} and {b}: 5xx {_pct(rate_c)} vs {_pct(rate_b)} ({band}, {counts}); keep watching"
+        return (f"no significant difference yet between {c} and {b}: 5xx {_pct(rate_c)} vs {_pct(rate_b)} "
+                f"({band}, {counts}){_worst_route(verdict)}; keep watching")
     return (f"only {int(n_c.sum()):,} {c} requests over {len(n_c)} minutes "
             f"(need {config.min_canary_requests:,} and {config.min_minutes} minutes)")
+
+
+def _worst_route(verdict: CanaryVerdict) -> str:
+    """The route where the canary looks worst (at least 3 canary errors), as a hint."""
+    rows = [r for r in verdict.routes if r["version"] == verdict.canary and r["errors_5xx"] >= 3
+            and (r.get("5xx_ratio") or 0) >= 1.5]
+    if not rows:
+        return ""
+    worst = max(rows, key=lambda r: r["5xx_ratio"])
+    return f"; worst route {worst['scope']} at {worst['5xx_ratio']:.1f}x, not yet conclusive"
 
 
 def _ratio(num: float, den: float) -> float:
@@ -458,14 +471,22 @@ def traffic_share(arrays: tuple[np.ndarray, ...], minutes: list[datetime], *, ex
     total = n_b + n_c
     observed = _ratio(n_c.sum(), total.sum())
     nominal = expected if expected is not None else min(WEIGHT_LADDER, key=lambda w: abs(w / 100 - observed)) / 100
-    hours = [(_ratio(n_c[i:i + 60].sum(), total[i:i + 60].sum()), minutes[i]) for i in range(0, len(total), 60)
-             if total[i:i + 60].sum() >= 100]
-    off = [f"{t:%H:%M} {100 * s:.1f}%" for s, t in hours if nominal and abs(s - nominal) / nominal > config.share_tolerance]
-    ok = bool(nominal) and abs(observed - nominal) / nominal <= config.share_tolerance and not off
+    hours = [(n_c[i:i + 60].sum(), total[i:i + 60].sum(), minutes[i]) for i in range(0, len(total), 60)]
+    off = [f"{t:%H:%M} {100 * _ratio(c, n):.1f}%" for c, n, t in hours if _share_off(c, n, nominal, config)]
+    ok = not _share_off(n_c.sum(), total.sum(), nominal, config) and not off
     note = (f"canary share {100 * observed:.1f}% vs expected {100 * nominal:.0f}%"
             + ("" if ok else "; off in hours " + ", ".join(off[:5]) if off else ""))
     return {"expected": nominal, "expected_source": "given" if expected is not None else "nearest standard weight",
             "observed": round(observed, 4), "ok": ok, "note": note}
+
+
+def _share_off(canary: float, total: float, expected: float, config: JudgeConfig) -> bool:
+    """Off by more than the tolerance AND by more than 4 binomial standard deviations."""
+    if total <= 0 or expected <= 0:
+        return False
+    sd = math.sqrt(total * expected * (1 - expected))
+    gap = abs(canary - total * expected)
+    return gap > config.share_tolerance * total * expected and gap > 4 * sd
 
 
 def next_weights(verdict: str, traffic: dict[str, Any], baseline: str, canary: str) -> dict[str, int]:

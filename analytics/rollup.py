@@ -68,6 +68,7 @@ LEVELS = tuple(
     for family, dims in (("requests", schema.ROLLUP_DIMS), ("edges", schema.EDGE_ROLLUP_DIMS))
     for grain, suffix in (("minute", "1m"), ("hour", "1h"), ("day", "1d"))
 )
+_LEVEL_BY_NAME = {level.name: level for level in LEVELS}
 
 
 def update(lake: Lake, *, dates: Iterable[str]) -> list[str]:
@@ -128,6 +129,7 @@ def _rebuild_date(lake: Lake, date: str) -> None:
         for statement in _prepare_sql(files):
             conn.execute(statement)
         for level in LEVELS:
+            conn.execute(_stage_sql(level))
             _write_level(conn, lake, level, date)
     finally:
         conn.close()
@@ -172,27 +174,47 @@ def _prepare_sql(files: list[str]) -> list[str]:
     ]
 
 
+_MEASURES = (
+    "sum(n)::BIGINT AS n, sum(e5)::BIGINT AS e5, sum(e4)::BIGINT AS e4, sum(b_in)::BIGINT AS b_in, "
+    "sum(b_out)::BIGINT AS b_out, sum(dc)::BIGINT AS dc, sum(ds) AS ds, max(dm) AS dm"
+)
+PARENT = {"requests_1m": "fine", "requests_1h": "fine", "requests_1d": "requests_1h",
+          "edges_1m": "fine", "edges_1h": "edges_1m", "edges_1d": "edges_1h"}
+"""What each level is summed from: always the finest table that is already coarse enough."""
+
+
+def _ids(level: Level) -> tuple[str, str, str]:
+    """(id column, names table, extra key) of a level in id space."""
+    if level.dims == schema.ROLLUP_DIMS:
+        return "key_id", "keys", ", sc"
+    return "edge_id", "edge_keys", ""
+
+
+def _stage_sql(level: Level) -> str:
+    """CREATE the level in id space (``t`` = time in units of its grain) from its parent."""
+    ident, _, extra = _ids(level)
+    parent = PARENT[level.name]
+    if parent == "fine" and level.grain == "minute" and extra:
+        return f"CREATE TEMP TABLE {level.name} AS SELECT minute AS t, key_id, sc, k, n, e5, e4, b_in, b_out, dc, ds, dm FROM fine"
+    parent_seconds = 60 if parent == "fine" else GRAIN_SECONDS[_LEVEL_BY_NAME[parent].grain]
+    per = level.seconds // parent_seconds
+    time_col = "minute" if parent == "fine" else "t"
+    return f"""CREATE TEMP TABLE {level.name} AS
+    SELECT {time_col} // {per} AS t, {ident}{extra}, k, {_MEASURES}
+    FROM {parent} GROUP BY ALL"""
+
+
 def _level_sql(level: Level) -> str:
-    """The SELECT of one rollup from the ``fine`` table (ids joined back to names)."""
-    per = level.seconds // 60
-    full = level.dims == schema.ROLLUP_DIMS
-    ident, names_table = ("key_id", "keys") if full else ("edge_id", "edge_keys")
-    status = ", sc" if full else ""
-    status_name = ", CASE WHEN sc = 0 THEN 'none' ELSE CAST(sc AS VARCHAR) || 'xx' END AS status_class" if full else ""
+    """The SELECT of one rollup file: its id-space table with names joined back, sorted."""
+    ident, names_table, extra = _ids(level)
+    status = ", CASE WHEN sc = 0 THEN 'none' ELSE CAST(sc AS VARCHAR) || 'xx' END AS status_class" if extra else ""
     names = ", ".join(f"n.{d}" for d in level.dims if d != "status_class")
     return f"""
-    SELECT to_timestamp(t * {level.seconds}) AS {level.grain}, {names}{status_name}, k AS lat_key,
-           requests, errors_5xx, client_errors_4xx, bytes_in, bytes_out,
-           duration_count, duration_sum_ms, duration_max_ms
-    FROM (
-        SELECT minute // {per} AS t, {ident}{status}, k,
-               sum(n)::BIGINT AS requests, sum(e5)::BIGINT AS errors_5xx,
-               sum(e4)::BIGINT AS client_errors_4xx,
-               sum(b_in)::BIGINT AS bytes_in, sum(b_out)::BIGINT AS bytes_out,
-               sum(dc)::BIGINT AS duration_count, sum(ds) AS duration_sum_ms, max(dm) AS duration_max_ms
-        FROM fine GROUP BY ALL
-    ) f JOIN {names_table} n USING ({ident})
-    ORDER BY {ident}, t{status}, k
+    SELECT to_timestamp(t * {level.seconds}) AS {level.grain}, {names}{status}, k AS lat_key,
+           n AS requests, e5 AS errors_5xx, e4 AS client_errors_4xx, b_in AS bytes_in,
+           b_out AS bytes_out, dc AS duration_count, ds AS duration_sum_ms, dm AS duration_max_ms
+    FROM {level.name} f JOIN {names_table} n USING ({ident})
+    ORDER BY {ident}, t
     """
 
 

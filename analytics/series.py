@@ -165,7 +165,7 @@ def _private_minute_series(
                (sum(coalesce(bytes_in, 0)) + sum(coalesce(bytes_out, 0)))::DOUBLE AS bytes
         FROM requests WHERE {where} GROUP BY ALL ORDER BY ALL
     """
-    frame = conn.execute(sql, params).pl()
+    frame = conn.sql(sql, params=params).pl()
     return _conform_minutes(frame, key)
 
 

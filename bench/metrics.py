@@ -43,6 +43,8 @@ DAY = datetime(2026, 11, 10, tzinfo=timezone.utc)
 SERVICES = 300
 FILES = 10
 RESULTS = Path(__file__).resolve().parent / "results" / "metrics.md"
+CPU_MS: list[float] = []
+"""CPU time (all threads) of the last timed runs: on a busy machine wall time overstates."""
 
 
 def synthesize(lake: Lake, *, rows: int, seed: int = 11) -> None:
@@ -125,13 +127,16 @@ def raw_minutes(conn: Any, window: Window, service: str) -> pl.DataFrame:
 
 
 def _timed(func: Callable[[], pl.DataFrame], *, repeat: int = 5) -> tuple[float, pl.DataFrame]:
+    """Median wall time in ms over ``repeat`` runs after one warm-up run."""
     func()  # warm the OS cache and DuckDB's metadata cache
-    times, result = [], None
+    times, cpu, result = [], [], None
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         result = func()
         times.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - cpu_started)
     assert result is not None
+    CPU_MS.append(statistics.median(cpu) * 1000)
     return statistics.median(times) * 1000, result
 
 
@@ -167,6 +172,7 @@ def run_size(root: Path, rows: int) -> list[dict[str, Any]]:
         raw_ms, exact = _timed(lambda: raw_services(conn, window, service))
         out.append(_row(rows, name, fast_ms, raw_ms, _error(fast, exact, on=["service"], col="p95_ms"),
                         fast["percentile_source"][0], synth_s, build_s))
+        _check_counts(fast, exact)
     fast_ms, fast = _timed(lambda: red.minute_series(conn, window=day, service=top, settings=forced))
     raw_ms, exact = _timed(lambda: raw_minutes(conn, day, top))
     out.append(_row(rows, "day/minutes", fast_ms, raw_ms, _error(fast, exact, on=["service", "minute"], col="p99_ms"),
@@ -175,10 +181,17 @@ def run_size(root: Path, rows: int) -> list[dict[str, Any]]:
     return out
 
 
+def _check_counts(fast: pl.DataFrame, exact: pl.DataFrame) -> None:
+    joined = fast.join(exact, on="service", suffix="_raw")
+    assert joined.height == exact.height and (joined["requests"] == joined["requests_raw"]).all()
+
+
 def _row(rows: int, name: str, fast_ms: float, raw_ms: float, err: float, source: str,
          synth_s: float, build_s: float) -> dict[str, Any]:
+    raw_cpu, fast_cpu = CPU_MS[-1], CPU_MS[-2]
     return {"requests": f"{rows // 1_000_000}M", "query": name, "rollup_ms": round(fast_ms, 1),
             "raw_ms": round(raw_ms, 1), "speedup": round(raw_ms / fast_ms, 1),
+            "rollup_cpu_ms": round(fast_cpu, 1), "raw_cpu_ms": round(raw_cpu, 1),
             "max_pct_error": f"{err * 100:.3f}%", "source": source,
             "synth_s": round(synth_s, 1), "rollup_build_s": round(build_s, 1)}
 

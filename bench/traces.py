@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -179,11 +180,24 @@ def bench_files(paths: list[Path], lake_root: Path) -> dict[str, float]:
 
 # -- receiver ------------------------------------------------------------------------------------
 
-def _rss_kib(pid: int, field: str = "VmRSS") -> int:
+def _rss_kib(pid: int) -> int:
+    """Resident memory of the server and its worker processes, KiB."""
+    try:
+        import psutil
+    except ImportError:
+        return _proc_rss_kib(pid)
+    try:
+        proc = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) // 1024
+    except psutil.Error:
+        return 0
+
+
+def _proc_rss_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith(field + ":"):
+                if line.startswith("VmRSS:"):
                     return int(line.split()[1])
     except OSError:
         pass
@@ -201,7 +215,7 @@ def start_server(data: Path) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def bench_receiver(data: Path, *, seconds: float, senders: int) -> dict[str, float]:
+def bench_receiver(data: Path, *, seconds: float, senders: int) -> dict[str, Any]:
     """Concurrent senders for ``seconds``; then SIGTERM and count what reached the lake."""
     rng = random.Random(7)
     bodies = [make_request(rng).SerializeToString() for _ in range(32)]
@@ -231,42 +245,75 @@ def bench_receiver(data: Path, *, seconds: float, senders: int) -> dict[str, flo
             acked[0] += len(mine) * BATCH
 
     rss_samples: list[int] = []
+    cpu = _CpuMeter(proc.pid)
     threads = [threading.Thread(target=sender, args=(i,)) for i in range(senders)]
     started = time.perf_counter()
     for t in threads:
         t.start()
     while any(t.is_alive() for t in threads):
         rss_samples.append(_rss_kib(proc.pid))
+        cpu.sample()
         time.sleep(0.25)
     for t in threads:
         t.join()
     sent_s = time.perf_counter() - started
-    peak_kib = _rss_kib(proc.pid, "VmHWM")
+    spool_dir = data / "_spool" / "traces"
+    deadline = time.perf_counter() + 900
+    while any(spool_dir.glob("seg-*.spool")) and time.perf_counter() < deadline:  # drain
+        rss_samples.append(_rss_kib(proc.pid))
+        cpu.sample()
+        time.sleep(0.25)
+    drained_s = time.perf_counter() - started
+    cpu.sample()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=300)
-    drained_s = time.perf_counter() - started
     stored = _count_spans(data)
     latencies.sort()
     quarters = [rss_samples[min(len(rss_samples) - 1, int(len(rss_samples) * q))] for q in (0.25, 0.5, 0.75, 0.99)] if rss_samples else [0]
     return {
         "acked": acked[0], "stored": stored, "ack_rate": acked[0] / sent_s, "sustained_rate": stored / drained_s,
+        "cpu_us_per_span": 1e6 * cpu.total() / max(stored, 1),
         "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else 0.0,
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else 0.0,
-        "peak_rss_mib": peak_kib / 1024, "rss_quarters_mib": "/".join(f"{q / 1024:.0f}" for q in quarters),
+        "peak_rss_mib": max(rss_samples, default=0) / 1024,
+        "rss_quarters_mib": "/".join(f"{q / 1024:.0f}" for q in quarters),
         "seconds": sent_s, "drain_seconds": drained_s - sent_s,
     }
+
+
+class _CpuMeter:
+    """CPU seconds used by a process and its children (cumulative, sampled per pid)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seen: dict[int, float] = {}
+
+    def sample(self) -> None:
+        try:
+            import psutil
+
+            root = psutil.Process(self.pid)
+            for proc in [root, *root.children(recursive=True)]:
+                times = proc.cpu_times()
+                self.seen[proc.pid] = max(self.seen.get(proc.pid, 0.0), times.user + times.system)
+        except Exception:  # psutil missing or a process gone between listing and reading
+            pass
+
+    def total(self) -> float:
+        return sum(self.seen.values())
 
 
 def _count_spans(data: Path) -> int:
     from meshlens import catalog
     from meshlens.lake import Lake
 
-    return int(catalog.connect(Lake(data)).execute("SELECT count(*) FROM spans").fetchone()[0])
+    row = catalog.connect(Lake(data)).execute("SELECT count(*) FROM spans").fetchone()
+    return int(row[0]) if row else 0
 
 
 # -- report ----------------------------------------------------------------------------------------
 
-def report(files: dict[str, float], receiver: dict[str, float], *, senders: int) -> str:
+def report(files: dict[str, float], receiver: dict[str, Any], *, senders: int) -> str:
     """The Markdown table of results."""
     strict = files["ingest_rate"] / files["floor_rate"]
     fair = files["ingest_rate"] / files["floor_attrs_rate"]
@@ -290,8 +337,12 @@ def report(files: dict[str, float], receiver: dict[str, float], *, senders: int)
         f"| receiver acknowledged ({senders} senders, {BATCH}-span protobuf requests) | {receiver['ack_rate']:,.0f} spans/s | |",
         f"| receiver sustained (acked and published, incl. final flush) | {receiver['sustained_rate']:,.0f} spans/s | "
         f">= 50,000 {'OK' if receiver['sustained_rate'] >= 50_000 else 'MISSED'} |",
+        f"| receiver CPU per span (server + workers, incl. HTTP, spool, decode, Parquet) | "
+        f"{receiver['cpu_us_per_span']:.1f} us | |",
+        f"| receiver capacity on 2 dedicated cores (2 CPU-s / CPU per span) | "
+        f"{2e6 / max(receiver['cpu_us_per_span'], 1e-9):,.0f} spans/s | >= 50,000 |",
         f"| ack latency p50 / p99 | {receiver['p50_ms']:.1f} / {receiver['p99_ms']:.1f} ms | |",
-        f"| receiver peak RSS | {receiver['peak_rss_mib']:.0f} MiB | flat |",
+        f"| receiver peak RSS (server + worker processes, sampled every 0.25 s) | {receiver['peak_rss_mib']:.0f} MiB | flat |",
         f"| receiver RSS at 25/50/75/99% of the run | {receiver['rss_quarters_mib']} MiB | flat |",
         f"| spans acked / stored in the lake | {receiver['acked']:,.0f} / {receiver['stored']:,.0f} | equal |",
     ]
@@ -312,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run both benchmarks, print the table, write bench/results/traces.md."""
     parser = argparse.ArgumentParser(description="traces benchmark")
     parser.add_argument("--spans", type=int, default=204_800, help="spans in the protobuf files")
-    parser.add_argument("--seconds", type=float, default=20.0, help="how long the senders post")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long the senders post")
     parser.add_argument("--senders", type=int, default=4, help="concurrent senders")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="meshlens-bench-traces-"))

@@ -106,7 +106,15 @@ def main() -> None:
     render_page(page, ctx)
     st.caption(f"Rendered in {(time.perf_counter() - started) * 1000:.0f} ms. Times are UTC; "
                "windows are half-open; errors mean 5xx (4xx are client errors).")
+    if st.query_params.get("timings"):
+        show_timings()
     auto_refresh(lake, seconds)
+
+
+def show_timings() -> None:
+    """The latest uncached analytics calls of this process (for measuring page speed)."""
+    with st.expander("Timings of uncached analytics calls", expanded=True):
+        st.table({"call": [n for n, _ in data.TIMINGS], "ms": [f"{s * 1000:.0f}" for _, s in data.TIMINGS]})
 
 
 main()

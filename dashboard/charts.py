@@ -8,6 +8,7 @@ from the callers nobody calls, so traffic flows left to right.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -84,13 +85,19 @@ def _spread(index: int, size: int) -> float:
 
 def graph_figure(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], *,
                  positions: dict[str, tuple[float, float]], labelled_edges: set[tuple[str, str]],
-                 selected: str | None = None, height: int = 720) -> go.Figure:
-    """Nodes (name, kind, requests, error_ratio, size) and edges (caller, callee, label)."""
-    fig = go.Figure()
-    for edge in edges:
-        _add_edge(fig, edge, positions, labelled=(edge["caller"], edge["callee"]) in labelled_edges)
-    fig.add_trace(_edge_hover_trace(edges, positions))
-    fig.add_trace(_node_trace(nodes, positions, selected=selected))
+                 selected: str | None = None, height: int = 760) -> go.Figure:
+    """Nodes (name, kind, requests, error_ratio, size) and edges (caller, callee, label).
+
+    Four traces whatever the size of the graph (annotations would be one object per edge and
+    slow to build): edge lines, arrowheads, edge labels with hover text, and the nodes.
+    """
+    pairs = [(positions[e["caller"]], positions[e["callee"]]) for e in edges]
+    fig = go.Figure([
+        _edge_lines(pairs),
+        _arrowheads(pairs, edges),
+        _edge_labels(pairs, edges, labelled_edges),
+        _node_trace(nodes, positions, selected=selected),
+    ])
     fig.update_layout(
         height=height, showlegend=False, margin=dict(l=10, r=10, t=10, b=10),
         xaxis=dict(visible=False), yaxis=dict(visible=False), plot_bgcolor="white",
@@ -99,27 +106,43 @@ def graph_figure(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], *,
     return fig
 
 
-def _add_edge(fig: go.Figure, edge: dict[str, Any], positions: dict[str, tuple[float, float]],
-              *, labelled: bool) -> None:
-    (x0, y0), (x1, y1) = positions[edge["caller"]], positions[edge["callee"]]
-    fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y",
-                       showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1,
-                       arrowcolor=edge.get("color", "#94a3b8"), opacity=0.6, standoff=8, text="")
-    if labelled:
-        fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, text=edge["label"], showarrow=False,
-                           font=dict(size=10, color="#334155"), bgcolor="rgba(255,255,255,0.8)")
+Point = tuple[float, float]
 
 
-def _edge_hover_trace(edges: list[dict[str, Any]], positions: dict[str, tuple[float, float]]) -> go.Scatter:
-    """Invisible markers at edge midpoints so that every edge has a hover label."""
-    mids = [((positions[e["caller"]][0] + positions[e["callee"]][0]) / 2,
-             (positions[e["caller"]][1] + positions[e["callee"]][1]) / 2) for e in edges]
+def _edge_lines(pairs: list[tuple[Point, Point]]) -> go.Scatter:
+    xs: list[float | None] = []
+    ys: list[float | None] = []
+    for (x0, y0), (x1, y1) in pairs:
+        xs += [x0, x1, None]
+        ys += [y0, y1, None]
+    return go.Scatter(x=xs, y=ys, mode="lines", line=dict(width=0.7, color="#cbd5e1"),
+                      hoverinfo="skip", name="edge lines")
+
+
+def _along(a: Point, b: Point, share: float) -> Point:
+    return a[0] + (b[0] - a[0]) * share, a[1] + (b[1] - a[1]) * share
+
+
+def _arrowheads(pairs: list[tuple[Point, Point]], edges: list[dict[str, Any]]) -> go.Scatter:
+    """A triangle 80% of the way along each edge, pointing at the callee."""
+    tips = [_along(a, b, 0.8) for a, b in pairs]
+    angles = [90 - math.degrees(math.atan2(b[1] - a[1], b[0] - a[0])) for a, b in pairs]
     return go.Scatter(
-        x=[m[0] for m in mids], y=[m[1] for m in mids], mode="markers",
-        marker=dict(size=6, color="rgba(148,163,184,0.25)"), name="edges",
-        text=[f"{e['caller']} → {e['callee']}<br>{e['label']}" for e in edges],
-        hoverinfo="text",
+        x=[t[0] for t in tips], y=[t[1] for t in tips], mode="markers", name="edges",
+        marker=dict(symbol="triangle-up", size=8, angle=angles,
+                    color=[e.get("error_ratio") or 0.0 for e in edges], colorscale=ERROR_SCALE,
+                    cmin=0, cmax=0.1),
+        text=[f"{e['caller']} → {e['callee']}<br>{e['label']}" for e in edges], hoverinfo="text",
     )
+
+
+def _edge_labels(pairs: list[tuple[Point, Point]], edges: list[dict[str, Any]],
+                 labelled: set[tuple[str, str]]) -> go.Scatter:
+    chosen = [(p, e) for p, e in zip(pairs, edges) if (e["caller"], e["callee"]) in labelled]
+    mids = [_along(a, b, 0.5) for (a, b), _ in chosen]
+    return go.Scatter(x=[m[0] for m in mids], y=[m[1] for m in mids], mode="text",
+                      text=[e["label"] for _, e in chosen], textfont=dict(size=9, color="#475569"),
+                      hoverinfo="skip", name="edge labels")
 
 
 def _node_trace(nodes: list[dict[str, Any]], positions: dict[str, tuple[float, float]], *,

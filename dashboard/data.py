@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -82,12 +83,19 @@ def call(data: str, module: str, name: str, *args: Any, **kwargs: Any) -> Any:
     """Call ``module.name(conn, *args, **kwargs)`` on a fresh cursor of the lake's connection."""
     fn = function(module, name)
     cursor = _shared(data).conn.cursor()
+    started = time.perf_counter()
     try:
         # A cursor shares the views but not the session settings that catalog.connect made.
         cursor.execute("SET TimeZone = 'UTC'")
         return fn(cursor, *args, **kwargs)
     finally:
         cursor.close()
+        TIMINGS.append((f"{module}.{name}", time.perf_counter() - started))
+        del TIMINGS[:-50]
+
+
+TIMINGS: list[tuple[str, float]] = []
+"""The latest uncached calls into analytics and their durations (``?timings=1`` shows them)."""
 
 
 def refresh(data: str) -> None:

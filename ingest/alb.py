@@ -72,13 +72,14 @@ def sniff(head: bytes) -> bool:
 def parse(chunk: bytes, *, first_line_no: int) -> Parsed:
     """Rows and rejects of a chunk of ALB access-log lines."""
     frame = tp.line_frame(chunk, first_line_no=first_line_no)
-    matched, rejects = tp.match_lines(frame, (PATTERN,), key="time", reason="not an ALB access-log line")
-    rows = _convert(matched)
+    rows, rejects = tp.match_lines(
+        frame, (PATTERN,), key="time", reason="not an ALB access-log line", convert=_convert
+    )
     rows, bad_time = tp.split_bad(rows, pl.col("ts").is_null(), reason="unreadable time")
     return tp.parsed(rows, rejects + bad_time, columns=COLUMNS)
 
 
-def _convert(m: pl.DataFrame) -> pl.DataFrame:
+def _convert(m: pl.LazyFrame) -> pl.LazyFrame:
     request = pl.col("request").str.extract_groups(_REQUEST)
     url = request.struct.field("url").str.extract_groups(_URL)
     tg = tp.dash_null(pl.col("tg_arn"))

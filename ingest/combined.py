@@ -44,10 +44,12 @@ PATTERN = (
     + r"(?: (?P<timing>[0-9]+\.[0-9]+|[0-9]+|-))?[ \t]*$"
 )
 FAST_PATTERN = (
-    r'^(?P<client>[^ ]+) [^ ]+ (?P<user>[^ ]+) \[(?P<time>[^\]]+)\] "(?P<request>[^"\\]*)" '
+    r'^(?P<client>[^ ]+) [^ ]+ (?P<user>[^ ]+) \[(?P<time>[^\]]+)\] '
+    r'"(?P<method>[A-Z]+) (?P<target>[^ "?#\\]+)(?:[?#][^ "\\]*)? (?P<protocol>HTTP/[0-9.]+)" '
     r'(?P<status>[0-9]{3}) (?P<bytes>[0-9]+|-) "[^"\\]*" "(?P<agent>[^"\\]*)"(?: (?P<timing>[0-9]+(?:\.[0-9]+)?))?$'
 )
-"""The usual combined line without escapes: most lines match this cheaper pattern."""
+"""The usual combined line (a well-formed request, no escapes): most lines match this cheaper
+pattern, which also splits the request; the rest go through ``PATTERN``."""
 _TIME_FORMAT = "%d/%b/%Y:%H:%M:%S %z"
 _SNIFF = re.compile(PATTERN)
 
@@ -65,24 +67,29 @@ def sniff(head: bytes) -> bool:
 def parse(chunk: bytes, *, first_line_no: int) -> Parsed:
     """Rows and rejects of a chunk of combined-format lines."""
     frame = tp.line_frame(chunk, first_line_no=first_line_no)
-    matched, rejects = tp.match_lines(frame, (FAST_PATTERN, PATTERN), key="time", reason="not a combined/common log line")
-    rows = _convert(matched)
+    rows, rejects = tp.match_lines(
+        frame, (FAST_PATTERN, PATTERN), key="time", reason="not a combined/common log line", convert=_convert
+    )
     rows, bad_time = tp.split_bad(rows, pl.col("ts").is_null(), reason="unreadable time")
     return tp.parsed(rows, rejects + bad_time, columns=COLUMNS)
 
 
-def _convert(m: pl.DataFrame) -> pl.DataFrame:
+def _convert(m: pl.LazyFrame) -> pl.LazyFrame:
+    # the fast pattern fills method/target/protocol; the full one leaves the request to split here
     request = pl.col("request").str.split(" ")
     method = request.list.get(0, null_on_oob=True)
     well_formed = request.list.len().is_in([2, 3]) & method.str.contains(r"^[A-Za-z]+$")
     protocol = request.list.get(2, null_on_oob=True)
+    protocol = pl.when(well_formed & protocol.str.contains(r"^[A-Za-z]+/[0-9.]+$")).then(protocol)
     user = tp.dash_null(pl.col("user"))
     return m.with_columns(
         ts=pl.col("time").str.strptime(pl.Datetime("us", "UTC"), _TIME_FORMAT, strict=False),
         duration_ms=_duration_ms(pl.col("timing")),
-        method=pl.when(well_formed).then(method.str.to_uppercase()),
-        path=pl.when(well_formed).then(tp.path_only(request.list.get(1, null_on_oob=True))),
-        protocol=pl.when(well_formed & protocol.str.contains(r"^[A-Za-z]+/[0-9.]+$")).then(protocol),
+        method=pl.coalesce(pl.col("method"), pl.when(well_formed).then(method.str.to_uppercase())),
+        path=pl.coalesce(
+            pl.col("target"), pl.when(well_formed).then(tp.path_only(request.list.get(1, null_on_oob=True)))
+        ),
+        protocol=pl.coalesce(pl.col("protocol"), protocol),
         status=tp.to_int(pl.col("status"), pl.Int32),
         bytes_out=pl.when(pl.col("bytes") == "-").then(0).otherwise(tp.to_int(pl.col("bytes"))),
         user_agent=tp.dash_null(pl.col("agent")),

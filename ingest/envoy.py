@@ -21,9 +21,12 @@ Identity (shared with ``ingest.istio_json``, which has the same fields as JSON k
   ``source_ip`` for the inventory's CIDRs.
 - ``inbound|<port>|<subset>|`` (a server sidecar's line): the service and subset come from the
   mTLS server name ``outbound_.<port>_.<subset>_.<fqdn>`` when present, else the service from the
-  ``:authority`` host; the caller's address is the downstream remote address.
+  ``:authority`` host (none when that host is an IP address, e.g. a kubelet probe); the caller's
+  address is the downstream remote address.
 - Other clusters (``PassthroughCluster``, Envoy without Istio): no service is set; the pipeline
   resolves it from the host hint ``_host`` (the authority without its port).
+- ``source_ip`` = the downstream remote address (the immediate peer: on an outbound line the
+  calling pod itself), else the first ``X-Forwarded-For`` hop (Envoy's default format).
 - ``failure_reason`` = the response flags (``UH``, ``UF``, ``URX``, ...); ``status`` 0 (no
   response sent) is stored as NULL; ``_upstream_cluster`` keeps the raw cluster name.
 """
@@ -31,6 +34,7 @@ Identity (shared with ``ingest.istio_json``, which has the same fields as JSON k
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 import polars as pl
 
@@ -39,6 +43,8 @@ from ingest.parsed import Parsed
 from meshlens.schema import UNKNOWN
 
 NAME = "envoy"
+
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 
 _Q = r'"([^"]*)"'
 
@@ -79,14 +85,14 @@ def sniff(head: bytes) -> bool:
 def parse(chunk: bytes, *, first_line_no: int) -> Parsed:
     """Rows and rejects of a chunk of Envoy/Istio text access-log lines."""
     frame = tp.line_frame(chunk, first_line_no=first_line_no)
-    matched, rejects = tp.match_lines(
-        frame, (PATTERN,), key="start_time", reason="not an Envoy/Istio access-log line"
+    rows, rejects = tp.match_lines(
+        frame, (PATTERN,), key="start_time", reason="not an Envoy/Istio access-log line", convert=convert
     )
-    rows, bad_time = tp.split_bad(convert(matched), pl.col("ts").is_null(), reason="unreadable start time")
+    rows, bad_time = tp.split_bad(rows, pl.col("ts").is_null(), reason="unreadable start time")
     return tp.parsed(rows, rejects + bad_time, columns=COLUMNS)
 
 
-def convert(m: pl.DataFrame) -> pl.DataFrame:
+def convert(m: FrameT) -> FrameT:
     """Canonical columns from string columns named like Istio's JSON keys (``FIELDS``)."""
     f = {name: tp.dash_null(pl.col(name)) for name in FIELDS}
     cluster = f["upstream_cluster"].str.split("|")

@@ -94,12 +94,13 @@ def id_hex(value: Any, *, nbytes: int, what: str) -> str:
     """A trace/span id as lower-case hex: from hex (the spec) or base64 (protojson style)."""
     if not isinstance(value, str):
         raise SpanError(f"{what} is not a string")
+    raw: bytes | None = None
     if len(value) == 2 * nbytes:
         try:
             raw = bytes.fromhex(value)
         except ValueError:
-            raw = _b64(value)
-    else:
+            raw = None
+    if raw is None:
         raw = _b64(value)
     if raw is None or len(raw) != nbytes:
         raise SpanError(f"{what} {value[:64]!r} is neither {2 * nbytes} hex digits nor base64 of {nbytes} bytes")

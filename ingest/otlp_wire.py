@@ -72,7 +72,7 @@ class BadAttribute(ValueError):
 class AttributeCache(dict):  # type: ignore[type-arg]
     """KeyValue bytes -> (key, value); ``fragments`` holds bytes -> ``"key":value`` JSON."""
 
-    max_entries = 200_000
+    max_entries = 50_000
 
     def __init__(self) -> None:
         super().__init__()

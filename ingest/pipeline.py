@@ -18,7 +18,7 @@ the file had published, so a file is in the lake completely or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,7 @@ import polars as pl
 import pyarrow as pa
 
 from ingest import FORMATS, SPAN_FORMATS, detect, get_format, sources
-from ingest.parsed import NotFast, Parsed
+from ingest.parsed import Parsed
 from meshlens import inventory as inventory_mod
 from meshlens import schema
 from meshlens.errors import InputError
@@ -82,7 +82,7 @@ class _Counts:
 
 def ingest_paths(
     lake: Lake,
-    paths: list[str | Path],
+    paths: Sequence[str | Path],
     *,
     fmt: str = "auto",
     inventory: str | Path | None = None,
@@ -251,15 +251,7 @@ def _parsed_chunks(reader: sources.Reader, module: ModuleType, head: bytes,
 
 def _take_in(lake: Lake, source: sources.Source, module: ModuleType, *, head: bytes, stem: str,
              resolver: Resolver, settings: Settings, tracker: _Tracker) -> _Counts:
-    """Publish the file: the format's fast reader when it has one and can, else chunk by chunk."""
-    scan = getattr(module, "scan_file", None)
-    if scan is not None and not sources.is_gzip(source.path):
-        try:
-            parts = scan(source.path, head=head, batch_rows=int(settings["chunk_lines"]))
-            return _publish(lake, source, module, parts, stem=stem, resolver=resolver,
-                            position=lambda: _size(source.path), tracker=tracker)
-        except NotFast:
-            _remove_stem(lake, stem)
+    """Publish the file chunk by chunk."""
     with sources.Reader(source) as reader:
         parts = _parsed_chunks(reader, module, head, settings)
         return _publish(lake, source, module, parts, stem=stem, resolver=resolver,

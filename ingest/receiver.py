@@ -27,9 +27,11 @@ request bodies in flight plus one segment being decoded in the worker.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -41,6 +43,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from google.protobuf.message import DecodeError
 
 from ingest import otlp, otlp_proto, spool
@@ -92,9 +95,10 @@ PublishHook = Callable[[set[str]], None]
 class Receiver:
     """Accepts request bodies durably and publishes them to the lake in batches.
 
-    ``workers=1`` (what ``meshlens serve`` uses) publishes in a separate process, so decoding
-    and Parquet writing run on the second core while this process answers requests; with
-    ``workers=0`` the publisher thread publishes in-process.
+    With ``workers`` > 0 (``meshlens serve`` uses one per core, at most 2) sealed segments
+    are published by worker processes, so decoding and Parquet writing run on the other cores
+    while this process answers requests (segments are independent: order does not matter);
+    with ``workers=0`` the publisher thread publishes in-process.
     """
 
     def __init__(self, lake: Lake, *, config: ReceiverConfig, on_publish: PublishHook | None = None,
@@ -110,7 +114,7 @@ class Receiver:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = _process_pool() if workers else None
+        self._pool = _process_pool(workers) if workers else None
         self._futures: list[Future[tuple[int, list[str]]]] = []
         self.published_spans = 0
 
@@ -184,7 +188,7 @@ class Receiver:
                 return
             future = self._pool.submit(publish_segment, str(self.lake.root), str(segment.path), fresh=True)
             self._futures.append(future)
-            future.add_done_callback(lambda f, name=segment.name, path=segment.path: self._done(f, name, path))
+            future.add_done_callback(functools.partial(self._done, name=segment.name, path=segment.path))
 
     def replay(self) -> int:
         """Publish every segment left on disk by an earlier run; returns the spans published."""
@@ -194,7 +198,7 @@ class Receiver:
             stored += count
         return stored
 
-    def _done(self, future: Future[tuple[int, list[str]]], name: str, path: Path) -> None:
+    def _done(self, future: Future[tuple[int, list[str]]], *, name: str, path: Path) -> None:
         try:
             result = future.result()
         except Exception as exc:  # the worker died: publish here, it is idempotent
@@ -232,11 +236,22 @@ class Receiver:
         return in_current * 2 >= self.config.max_pending_bytes
 
 
-def _process_pool() -> ProcessPoolExecutor:
-    """One spawned worker process (not forked: this process runs threads), started now."""
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """Spawned worker processes (not forked: this process runs threads), started now."""
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_follow_parent, initargs=(os.getpid(),))
     pool.submit(_warm_up)  # imports happen while the receiver starts, not at the first publish
     return pool
+
+
+def _follow_parent(parent: int) -> None:
+    """Runs in each worker: exit when the receiver dies (SIGKILL leaves workers orphaned)."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(0)  # a half-published segment is replayed by the next receiver
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
 
 
 def _warm_up() -> None:
@@ -259,21 +274,35 @@ def publish_segment(root: str, path: str, *, fresh: bool) -> tuple[int, list[str
         return 0, []
     if not fresh:
         lake.remove_stem("spans", name)
-    columns = SpanColumns()
-    for kind, body in spool.read_segment(segment):
-        columns.extend(otlp_decode(body, kind=kind))
     source_file = f"{SOURCE_FORMAT}:{name}"
-    table = columns.to_table(source_format=SOURCE_FORMAT, source_file=source_file)
-    dates = otlp.publish_spans(lake, table, columns.rejects, stem=name, source_file=source_file,
+    table, rejects = _decode_segment(segment, source_file=source_file)
+    dates = otlp.publish_spans(lake, table, rejects, stem=name, source_file=source_file,
                                source_format=SOURCE_FORMAT)
     lake.add_manifest(ManifestEntry(
         path=source_file, size=segment.stat().st_size if segment.exists() else 0,
         content_hash=_manifest_key(name), source_format=SOURCE_FORMAT, table_name="spans",
-        rows_read=table.num_rows + len(columns.rejects), rows_stored=table.num_rows,
-        rows_rejected=len(columns.rejects), ingested_at=now_utc().isoformat(),
+        rows_read=table.num_rows + len(rejects), rows_stored=table.num_rows,
+        rows_rejected=len(rejects), ingested_at=now_utc().isoformat(),
     ))
     spool.discard(segment)
     return table.num_rows, dates
+
+
+def _decode_segment(segment: Path, *, source_file: str) -> tuple[pa.Table, list[tuple[int, str, str]]]:
+    """Every span of a segment as one table; Python rows are turned into Arrow every
+    ``_ARROW_EVERY`` spans so that a large segment does not hold them all as objects."""
+    tables, rejects, columns = [], [], SpanColumns()
+    for kind, body in spool.read_segment(segment):
+        columns.extend(otlp_decode(body, kind=kind))
+        if len(columns) >= _ARROW_EVERY:
+            tables.append(columns.to_table(source_format=SOURCE_FORMAT, source_file=source_file))
+            rejects += columns.rejects
+            columns = SpanColumns()
+    tables.append(columns.to_table(source_format=SOURCE_FORMAT, source_file=source_file))
+    return pa.concat_tables(tables), rejects + columns.rejects
+
+
+_ARROW_EVERY = 8192
 
 
 def _manifest_key(segment_name: str) -> str:
@@ -369,9 +398,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _post(self, kind: bytes | None) -> Outcome:
         config = self.server.receiver.config
         refusal = self._refusal(kind, config)
-        if refusal is not None:
+        if refusal is not None or kind is None:
             self._drain(config.max_body_bytes)
-            return refusal
+            return refusal or Outcome(415)
         length = self._length()
         if length is not None and length > config.max_body_bytes:
             self.close_connection = True

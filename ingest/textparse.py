@@ -13,7 +13,7 @@ Bytes that are not UTF-8 are replaced with U+FFFD rather than failing the chunk.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import polars as pl
 import pyarrow as pa
@@ -23,55 +23,77 @@ from ingest.parsed import Parsed
 
 BLANK = " \t\n\r\x0b\x0c"
 LINE_NO, RAW = "_line_no", "_raw"
+_BLANK_LINE = r"^[ \t\n\r\x0b\x0c]*$"
 Rejects = list[tuple[int, str, str]]
 
 
 def line_frame(chunk: bytes, *, first_line_no: int) -> pl.DataFrame:
     """The non-blank lines of ``chunk`` as (``_line_no``, ``_raw``)."""
     text = chunk.decode("utf-8", errors="replace")
+    if text.endswith("\n"):
+        text = text[:-1]  # the usual last newline ends a line, it does not start one
     # pyarrow splits one large string into lines several times faster than polars or Python
     pieces = pc.split_pattern(pa.array([text], type=pa.large_string()), "\n")
     lines = pl.Series(RAW, pc.list_flatten(pieces)).cast(pl.String)
-    frame = pl.DataFrame({RAW: lines}).with_columns(
-        pl.int_range(first_line_no, first_line_no + lines.len(), dtype=pl.Int64).alias(LINE_NO),
-        pl.col(RAW).str.strip_chars_end("\r"),
-    )
-    return frame.filter(pl.col(RAW).str.strip_chars(BLANK) != "").select(LINE_NO, RAW)
+    if "\r" in text:
+        lines = lines.str.strip_chars_end("\r")
+    frame = pl.DataFrame({LINE_NO: pl.int_range(first_line_no, first_line_no + lines.len(), eager=True), RAW: lines})
+    blank = lines.str.contains(_BLANK_LINE)
+    return frame.filter(~blank) if blank.any() else frame
 
 
 def match_lines(
-    frame: pl.DataFrame, patterns: Sequence[str], *, key: str, reason: str
+    frame: pl.DataFrame,
+    patterns: Sequence[str],
+    *,
+    key: str,
+    reason: str,
+    convert: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None,
 ) -> tuple[pl.DataFrame, Rejects]:
     """Apply the first pattern to every line, each next one to the lines still unmatched.
 
-    Patterns are anchored and share their named groups; group ``key`` is non-null on every
-    match. A fast pattern for the usual shape followed by a thorough one for the rest keeps
-    the common case quick (regex captures cost more than the lines they skip).
+    Patterns are anchored and share their named groups (a group a pattern lacks is null);
+    group ``key`` is non-null on every match. A fast pattern for the usual shape followed by a
+    thorough one for the rest keeps the common case quick (regex captures cost more than the
+    lines they skip). ``convert`` (group columns -> canonical columns) runs in the same lazy
+    query, so that on big chunks regexes and conversions are spread over all cores.
     """
+    names = list(dict.fromkeys(n for p in patterns for n in re.findall(r"\(\?P<(\w+)>", p)))
     matched: list[pl.DataFrame] = []
     rest = frame
     for pattern in patterns:
-        groups = _extract(rest, pattern)
+        groups = _extract(rest, pattern, names=names, convert=convert)
         hit = groups[key].is_not_null()
+        if hit.all():
+            matched.append(groups)
+            rest = rest.clear()
+            break
         matched.append(groups.filter(hit))
         rest = rest.filter(~hit)
-        if rest.height == 0:
-            break
-    rows = pl.concat(matched, how="diagonal_relaxed")
+    rows = pl.concat(matched, how="vertical_relaxed")
     if sum(1 for part in matched if part.height) > 1:
         rows = rows.sort(LINE_NO)  # keep the lines' order
-    names = dict.fromkeys(n for p in patterns for n in re.findall(r"\(\?P<(\w+)>", p))
-    missing = [pl.lit(None, dtype=pl.String).alias(n) for n in names if n not in rows.columns]
-    return rows.with_columns(missing), rejects_of(rest, reason=reason)
+    return rows, rejects_of(rest, reason=reason)
 
 
 PARALLEL_MIN_LINES = 20_000
-"""From this many lines on, regexes run on the streaming engine (all cores, in slices)."""
+"""From this many lines on, a chunk runs on the streaming engine (all cores, in slices)."""
 
 
-def _extract(frame: pl.DataFrame, pattern: str) -> pl.DataFrame:
-    """Named groups of ``pattern`` as columns; big frames are split over all cores."""
+def _extract(
+    frame: pl.DataFrame,
+    pattern: str,
+    *,
+    names: list[str],
+    convert: Callable[[pl.LazyFrame], pl.LazyFrame] | None,
+) -> pl.DataFrame:
+    """Named groups of ``pattern`` as columns (all of ``names``), then ``convert``."""
+    own = set(re.findall(r"\(\?P<(\w+)>", pattern))
     lazy = frame.lazy().with_columns(pl.col(RAW).str.extract_groups(pattern).alias("_m")).unnest("_m")
+    lazy = lazy.with_columns(pl.lit(None, dtype=pl.String).alias(n) for n in names if n not in own)
+    lazy = lazy.select(LINE_NO, RAW, *names)  # one column order for every pattern
+    if convert is not None:
+        lazy = convert(lazy)
     engine = "streaming" if frame.height >= PARALLEL_MIN_LINES else "in-memory"
     return lazy.collect(engine=engine)
 

@@ -197,10 +197,10 @@ class DistinctMap:
         if self.table is not None and self.table.height + small.height > self.max_rows:
             self.table = None
         if self.table is not None:
-            small = small.join(self.table.select("_h"), on="_h", how="anti")
+            small = small.filter(~pl.col("_h").is_in(self.table.get_column("_h").implode()))
         if small.height or self.table is None:
             derived = self.compute(small.select(self.inputs)).with_columns(small.get_column("_h"))
-            self.table = derived if self.table is None else pl.concat([self.table, derived])
+            self.table = derived if self.table is None else pl.concat([self.table, derived], rechunk=True)
         return keyed.select("_h").join(self.table, on="_h", how="left", maintain_order="left").drop("_h")
 
 

@@ -20,7 +20,7 @@ import duckdb
 from meshlens.errors import MeshlensError, QueryRejected
 from meshlens.settings import Settings
 from meshlens.timewin import Window
-from nlq import guard, offline
+from nlq import guard, offline, sqlgen
 from nlq.entities import Vocabulary, load_vocabulary
 
 CONTEXT_TTL_SECONDS = 60.0
@@ -75,7 +75,7 @@ def ask(
     """Answer ``question`` from the lake behind ``conn``."""
     settings = settings or Settings()
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    context = Context.load(conn)
+    context = Context.load(conn, exact_max_rows=int(settings["exact_percentile_max_rows"]))
     plan = offline.translate(question, now=now, vocab=context.vocab, rollups=context.rollups)
     if backend == "claude" and plan.intent not in ("clarify", "diagnosis"):
         from nlq import claude
@@ -91,22 +91,24 @@ class Context:
     """What a question is read against: the lake's names and whether rollups are built."""
 
     vocab: Vocabulary
-    rollups: bool
+    rollups: bool | str  # False, True, or "sketch" (percentiles from sketches: a big lake)
 
     @classmethod
-    def load(cls, conn: duckdb.DuckDBPyConnection) -> "Context":
+    def load(cls, conn: duckdb.DuckDBPyConnection, *, exact_max_rows: int = 200_000) -> "Context":
         """The context of ``conn``, cached for a minute (names change only with an ingest)."""
         key = id(conn)
         cached = _CACHE.get(key)
         if cached and cached[0] is conn and time.monotonic() - cached[1] < CONTEXT_TTL_SECONDS:
             return cached[2]
-        context = cls._read(conn)
+        context = cls._read(conn, exact_max_rows=exact_max_rows)
         _CACHE[key] = (conn, time.monotonic(), context)
         return context
 
     @classmethod
-    def _read(cls, conn: duckdb.DuckDBPyConnection) -> "Context":
-        rollups = rollups_available(conn)
+    def _read(cls, conn: duckdb.DuckDBPyConnection, *, exact_max_rows: int) -> "Context":
+        rollups: bool | str = rollups_available(conn)
+        if rollups and _total_requests(conn) > exact_max_rows:
+            rollups = sqlgen.SKETCH
         source = "edges_1h" if rollups else "requests"
         vocab = load_vocabulary(conn, source=source)
         if rollups:
@@ -114,6 +116,11 @@ class Context:
             vocab = Vocabulary(services=vocab.services, versions=vocab.versions, routes=extra.routes,
                                principals=_principals(conn), envs=vocab.envs)
         return cls(vocab, rollups)
+
+
+def _total_requests(conn: duckdb.DuckDBPyConnection) -> int:
+    row = conn.execute("SELECT coalesce(sum(requests), 0) FROM edges_1h").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _principals(conn: duckdb.DuckDBPyConnection) -> list[str]:
@@ -125,7 +132,7 @@ def _principals(conn: duckdb.DuckDBPyConnection) -> list[str]:
 def rollups_available(conn: duckdb.DuckDBPyConnection) -> bool:
     """True when the hourly and minute rollups exist and hold rows."""
     views = {r[0] for r in conn.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    if not {"requests_1m", "requests_1h", "edges_1h"} <= views:
+    if not {"requests_1m", "requests_1h", "edges_1h", "edges_1d", "requests_1d"} <= views:
         return False
     try:
         return conn.execute("SELECT count(*) FROM (SELECT 1 FROM edges_1h LIMIT 1)").fetchone() == (1,)

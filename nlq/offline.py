@@ -203,7 +203,7 @@ def _callee_phrasing(q: Question) -> bool:
 
 # -- translation ------------------------------------------------------------------------------
 
-def translate(text: str, *, now: datetime, vocab: Vocabulary, rollups: bool) -> Plan:
+def translate(text: str, *, now: datetime, vocab: Vocabulary, rollups: bool | str) -> Plan:
     """A plan for ``text``: SQL from a template, a playbook run, or a clarification."""
     q = read(text, now=now, vocab=vocab)
     problem = _name_problem(q, vocab)
@@ -279,7 +279,7 @@ def _explain(what: str, q: Question, window: Window | None = None) -> str:
 
 # -- builders ---------------------------------------------------------------------------------
 
-def build_callers(q: Question, *, rollups: bool) -> Plan:
+def build_callers(q: Question, *, rollups: bool | str) -> Plan:
     service = _names(q)[0]
     agg = Aggregate(window=q.window, measures=["requests", "errors_5xx", "error_ratio"], dims=["caller"],
                     filters={"service": service, **_base_filters(q)}, order_by="requests")
@@ -287,7 +287,7 @@ def build_callers(q: Question, *, rollups: bool) -> Plan:
                 explanation=_explain(f"Services that called {service}, busiest first", q))
 
 
-def build_callees(q: Question, *, rollups: bool) -> Plan:
+def build_callees(q: Question, *, rollups: bool | str) -> Plan:
     service = _names(q)[0]
     agg = Aggregate(window=q.window, measures=["requests", "errors_5xx", "error_ratio"],
                     dims=["service"], filters={"caller": service, **_base_filters(q)}, order_by="requests")
@@ -295,7 +295,7 @@ def build_callees(q: Question, *, rollups: bool) -> Plan:
                 explanation=_explain(f"Services that {service} called (its dependencies), busiest first", q))
 
 
-def build_between(q: Question, *, rollups: bool) -> Plan:
+def build_between(q: Question, *, rollups: bool | str) -> Plan:
     a, b = _names(q)[:2]
     where = [f"((caller = {sqlgen.quote(a)} AND service = {sqlgen.quote(b)}) OR "
              f"(caller = {sqlgen.quote(b)} AND service = {sqlgen.quote(a)}))"]
@@ -305,14 +305,14 @@ def build_between(q: Question, *, rollups: bool) -> Plan:
                 explanation=_explain(f"Traffic between {a} and {b}, both directions", q))
 
 
-def build_services(q: Question, *, rollups: bool) -> Plan:
+def build_services(q: Question, *, rollups: bool | str) -> Plan:
     agg = Aggregate(window=q.window, measures=["requests", "errors_5xx", "error_ratio"], dims=["service"],
                     filters=_base_filters(q), order_by="requests")
     return Plan("services", q.window, sqlgen.aggregate_sql(agg, rollups=rollups),
                 explanation=_explain("Services that received requests", q))
 
 
-def build_set_difference(q: Question, *, rollups: bool) -> Plan:
+def build_set_difference(q: Question, *, rollups: bool | str) -> Plan:
     first, second = _two_windows(q)
     names = _names(q)
     service = names[0] if names else None
@@ -341,7 +341,7 @@ def _two_windows(q: Question) -> tuple[Window, Window]:
 
 # -- access -----------------------------------------------------------------------------------
 
-def build_access(q: Question, *, rollups: bool) -> Plan:
+def build_access(q: Question, *, rollups: bool | str) -> Plan:
     names = _names(q)
     service = names[0] if names else None
     if q.has(r"\bdenied\b", r"\bdeny\b", r"\b403\b", r"\brejected\b", r"\bforbidden\b", r"\bblocked\b"):
@@ -432,7 +432,7 @@ def _unknown_callers(q: Question, service: str | None) -> Plan:
                 explanation=_explain("Requests whose caller the inventory cannot resolve", q))
 
 
-def build_exceptions(q: Question, *, rollups: bool) -> Plan:
+def build_exceptions(q: Question, *, rollups: bool | str) -> Plan:
     names = _names(q)
     service = names[0] if names else None
     where = ["coalesce(exception_type, '') <> ''"] + _service_pred(service) + _env_pred(q)
@@ -444,7 +444,7 @@ def build_exceptions(q: Question, *, rollups: bool) -> Plan:
                 explanation=_explain(f"Exceptions recorded in spans of {service or 'every service'}", q))
 
 
-def build_diagnosis(q: Question, *, rollups: bool) -> Plan:
+def build_diagnosis(q: Question, *, rollups: bool | str) -> Plan:
     names = _names(q)
     window = q.window if q.explicit_time else timeexpr.default_window(q.now)
     canary = q.has(r"\bcanary\b", r"\bnew version\b", r"\brollout\b", r"\bdeploy")
@@ -455,7 +455,7 @@ def build_diagnosis(q: Question, *, rollups: bool) -> Plan:
 
 # -- metric questions -------------------------------------------------------------------------
 
-def build_metric(q: Question, *, rollups: bool) -> Plan:
+def build_metric(q: Question, *, rollups: bool | str) -> Plan:
     measures, order = _measures(q)
     dims, k = _dims(q, order)
     filters = _metric_filters(q, dims)

@@ -16,6 +16,8 @@ from datetime import datetime, timedelta
 
 from meshlens.timewin import Window, iso
 
+SKETCH = "sketch"
+"""``rollups`` value of a lake too big for exact percentiles from raw rows."""
 ROLLUP_KEYS = frozenset({"caller", "service", "version", "route", "method", "env", "status_class"})
 EDGE_KEYS = frozenset({"caller", "service", "version", "env"})
 PERCENTILES = {"p50_ms": 0.5, "p90_ms": 0.9, "p95_ms": 0.95, "p99_ms": 0.99}
@@ -75,11 +77,16 @@ def ts_literal(moment: datetime) -> str:
     return f"TIMESTAMPTZ '{iso(moment).replace('T', ' ').replace('Z', '+00')}'"
 
 
-def choose_source(agg: Aggregate, *, rollups: bool) -> str:
+def choose_source(agg: Aggregate, *, rollups: bool | str) -> str:
     """The smallest table that answers ``agg``: edges_1h, requests_1h, requests_1m or requests."""
     if not rollups or agg.where or any(m not in ROLLUP_MEASURES for m in agg.measures):
         return "requests"
     keys = set(agg.dims) | set(agg.filters)
+    daily = _aligned(agg.window, timedelta(days=1)) and not keys & {"minute", "hour"}
+    if daily and keys - {"day"} <= EDGE_KEYS:
+        return "edges_1d"
+    if daily and keys - {"day"} <= ROLLUP_KEYS:
+        return "requests_1d"
     hourly = _aligned(agg.window, timedelta(hours=1)) and "minute" not in keys
     if hourly and keys - {"hour", "day"} <= EDGE_KEYS:
         return "edges_1h"
@@ -96,7 +103,8 @@ def _aligned(window: Window, step: timedelta) -> bool:
 
 
 def time_column(source: str) -> str:
-    return {"requests": "ts", "requests_1m": "minute", "edges_1h": "hour", "requests_1h": "hour"}.get(source, "ts")
+    return {"requests": "ts", "requests_1m": "minute", "edges_1h": "hour", "requests_1h": "hour",
+            "edges_1d": "day", "requests_1d": "day"}.get(source, "ts")
 
 
 def window_predicate(source: str, window: Window) -> str:
@@ -126,8 +134,19 @@ def dim_expr(dim: str, source: str) -> str:
     return dim
 
 
-def aggregate_sql(agg: Aggregate, *, rollups: bool) -> str:
-    """The SELECT answering ``agg`` (from the smallest source that can)."""
+def aggregate_sql(agg: Aggregate, *, rollups: bool | str, sketch: bool = False) -> str:
+    """The SELECT answering ``agg`` (from the smallest source that can).
+
+    ``rollups`` is False (raw rows only), True (rollups for counts), or ``"sketch"`` (a big lake:
+    percentiles too come from the rollups' latency sketches, within 1% of the nearest-rank
+    value, instead of a scan of raw rows).
+    """
+    sketch = sketch or rollups == SKETCH
+    pcts = [m for m in agg.measures if m in PERCENTILES]
+    if sketch and rollups and pcts:
+        rest = Aggregate(**{**agg.__dict__, "measures": [m for m in agg.measures if m not in PERCENTILES]})
+        if choose_source(rest, rollups=True) != "requests":
+            return _with_sketch_percentiles(agg, rest, pcts)
     source = choose_source(agg, rollups=rollups)
     table = ROLLUP_MEASURES if source != "requests" else RAW_MEASURES
     seconds = _bucket_seconds(agg) or max(agg.window.seconds, 1.0)
@@ -141,6 +160,35 @@ def aggregate_sql(agg: Aggregate, *, rollups: bool) -> str:
             sql += "\nHAVING sum(requests) > 0"
     sql += _order(agg)
     return sql
+
+
+def _with_sketch_percentiles(agg: Aggregate, rest: Aggregate, pcts: list[str]) -> str:
+    """Rollup measures joined with percentiles read from the merged latency sketches."""
+    from analytics import sketch
+
+    source = choose_source(rest, rollups=True)
+    plain = Aggregate(**{**rest.__dict__, "order_by": None, "limit": None,
+                         "measures": rest.measures or ["requests"]})
+    dims = [dim_expr(d, source) for d in agg.dims]
+    names = list(agg.dims)
+    where = [window_predicate(source, agg.window)] + filter_predicates(agg.filters)
+    part = ", ".join(names) if names else "NULL"
+    cols = [f"round({sketch.value_sql(_first_key(sketch.rank_sql(PERCENTILES[p], 'total')))}, 1) AS {p}" for p in pcts]
+    joined = " AND ".join(f"a.{d} IS NOT DISTINCT FROM p.{d}" for d in names) or "true"
+    order = _order(agg)
+    select_cols = ", ".join([f"a.{n}" for n in names] + [f"a.{m}" if m not in PERCENTILES else f"p.{m}" for m in agg.measures])
+    return (f"WITH a AS (\n{aggregate_sql(plain, rollups=True)}\n),\n"
+            f"b AS (\nSELECT {', '.join(dims + ['lat_key AS key', 'sum(duration_count) AS n'])}\nFROM {source}\n"
+            f"WHERE {' AND '.join(where + ['lat_key IS NOT NULL'])}\nGROUP BY ALL\n),\n"
+            f"r AS (\nSELECT *, sum(n) OVER (PARTITION BY {part} ORDER BY key ROWS UNBOUNDED PRECEDING) AS cum, "
+            f"sum(n) OVER (PARTITION BY {part}) AS total FROM b\n),\n"
+            f"p AS (\nSELECT {', '.join(names + cols)}\nFROM r{' GROUP BY ' + ', '.join(names) if names else ''}\n)\n"
+            f"SELECT {select_cols}\nFROM a JOIN p ON {joined}{order}")
+
+
+def _first_key(rank: str) -> str:
+    """The smallest bucket key whose cumulative count reaches ``rank``."""
+    return f"min(key) FILTER (WHERE cum >= {rank})"
 
 
 def _bucket_seconds(agg: Aggregate) -> float | None:
@@ -161,7 +209,7 @@ def _order(agg: Aggregate) -> str:
     return f"\nORDER BY {', '.join(agg.dims)}" + (f"\nLIMIT {agg.limit}" if agg.limit else "")
 
 
-def compare_windows_sql(agg: Aggregate, windows: list[tuple[str, Window]], *, rollups: bool) -> str:
+def compare_windows_sql(agg: Aggregate, windows: list[tuple[str, Window]], *, rollups: bool | str) -> str:
     """The same aggregate over several labelled windows, one block of rows per window."""
     parts = []
     for label, window in windows:
@@ -172,7 +220,7 @@ def compare_windows_sql(agg: Aggregate, windows: list[tuple[str, Window]], *, ro
     return "\nUNION ALL\n".join(parts)
 
 
-def peak_sql(agg: Aggregate, *, rollups: bool, grain: str = "minute") -> str:
+def peak_sql(agg: Aggregate, *, rollups: bool | str, grain: str = "minute") -> str:
     """The busiest ``grain`` of the window: its start, requests and requests per second."""
     per = Aggregate(window=agg.window, measures=["requests", "errors_5xx"], dims=[grain],
                     filters=agg.filters, where=agg.where)
@@ -182,7 +230,7 @@ def peak_sql(agg: Aggregate, *, rollups: bool, grain: str = "minute") -> str:
             f"ORDER BY requests DESC, {grain}\nLIMIT 1")
 
 
-def set_difference_sql(column: str, first: Aggregate, second: Aggregate, *, rollups: bool) -> str:
+def set_difference_sql(column: str, first: Aggregate, second: Aggregate, *, rollups: bool | str) -> str:
     """Values of ``column`` seen in ``first``'s window but not in ``second``'s."""
     a = aggregate_sql(Aggregate(window=first.window, measures=["requests"], dims=[column],
                                 filters=first.filters), rollups=rollups)

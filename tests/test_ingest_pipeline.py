@@ -15,6 +15,8 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import ingest
 from ingest.pipeline import ingest_paths
@@ -240,3 +242,24 @@ def test_unknown_field_survives_to_the_lake(tmp_path, tmp_lake):
     ingest_paths(tmp_lake, [path])
     extra = catalog.connect(tmp_lake).execute("SELECT extra FROM requests").fetchone()[0]
     assert json.loads(extra) == {"brandNewField": 7}
+
+
+_piece = st.one_of(
+    st.builds(lambda i: lines(1, start=i), st.integers(0, 5000)),
+    st.binary(max_size=40).map(lambda b: b.replace(b"\n", b" ") + b"\n"),
+    st.just(b"\n"),
+)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_piece, max_size=8), st.booleans())
+def test_property_rows_read_equals_stored_plus_rejected(tmp_path_factory, pieces, gzipped):
+    data = lines(1) + b"".join(pieces)  # a good first line, so that the format is detected
+    folder = tmp_path_factory.mktemp("prop")
+    path = folder / ("x.log.gz" if gzipped else "x.log")
+    path.write_bytes(gzip.compress(data) if gzipped else data)
+    lake = Lake(folder / "lake")
+    summary = ingest_paths(lake, [path], fmt="lattice", settings=Settings({"chunk_lines": 3}))
+    nonblank = sum(1 for line in data.split(b"\n") if line.strip())
+    assert summary.rows_read == summary.rows_stored + summary.rows_rejected == nonblank
+    assert _count(lake) == summary.rows_stored

@@ -263,3 +263,22 @@ def test_readers_never_crash_on_arbitrary_bytes(data: bytes) -> None:
     for fmt in ("otlp_json", "otlp_proto"):
         otlp.parse_file(data, fmt=fmt).to_table(source_format=fmt, source_file="h")
     otlp.detect(data)
+
+
+def test_meshlens_ingest_routes_otlp_files_to_spans(tmp_path: Path, tmp_lake) -> None:  # type: ignore[no-untyped-def]
+    from ingest.pipeline import ingest_paths
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    request = make_request(service="orders", spans=12, seed=21)
+    (folder / "batch.pb.gz").write_bytes(gzip.compress(request.SerializeToString()))
+    doc = _spec_json(trace_id="12" * 16, span_id="34" * 8)
+    (folder / "traces.jsonl").write_text(json.dumps(doc) + "\n" + json.dumps(doc).replace("3434", "3535") + "\n")
+    summary = ingest_paths(tmp_lake, [folder])
+    assert summary.formats == {"otlp_proto": 1, "otlp_json": 1}
+    assert (summary.rows_read, summary.rows_stored, summary.rows_rejected) == (14, 14, 0)
+    again = ingest_paths(tmp_lake, [folder])
+    assert again.files_skipped == 2 and again.rows_stored == 0
+    conn = catalog.connect(tmp_lake)
+    assert conn.execute("SELECT count(*) FROM spans").fetchone() == (14,)
+    assert conn.execute("SELECT count(*) FROM requests").fetchone() == (0,)

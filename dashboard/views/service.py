@@ -21,23 +21,33 @@ def render(ctx: Ctx) -> None:
     st.header(ctx.service)
     total = data.red(ctx.data, ctx.start, ctx.end, service=ctx.service, env=ctx.env)
     widgets.red_metrics(widgets.first_row(total))
-    tabs = st.tabs(["Over time", "Versions", "Routes", "Callers", "Callees", "Envs", "Errors"])
-    with tabs[0]:
-        _over_time(ctx)
-    with tabs[1]:
-        _breakdown(ctx, "version")
-    with tabs[2]:
-        _breakdown(ctx, "route")
-    with tabs[3], widgets.optional("Callers"):
+    sections = {
+        "Over time": _over_time,
+        "Versions": lambda c: _breakdown(c, "version"),
+        "Routes": lambda c: _breakdown(c, "route"),
+        "Callers": _callers,
+        "Callees": _callees,
+        "Envs": lambda c: _breakdown(c, "env"),
+        "Errors": _errors,
+    }
+    # Only the open tab is computed (the tab is in the URL too: ?tab=Routes).
+    tabs = st.tabs(list(sections), key="tab", on_change="rerun", bind="query-params")
+    for tab, draw in zip(tabs, sections.values()):
+        if tab.open:
+            with tab:
+                draw(ctx)
+
+
+def _callers(ctx: Ctx) -> None:
+    with widgets.optional("Callers"):
         widgets.table(data.callers(ctx.data, ctx.service, ctx.start, ctx.end, env=ctx.env),
                       key="svc_callers", empty="Nobody called it in this window.")
-    with tabs[4], widgets.optional("Callees"):
+
+
+def _callees(ctx: Ctx) -> None:
+    with widgets.optional("Callees"):
         widgets.table(data.callees(ctx.data, ctx.service, ctx.start, ctx.end, env=ctx.env),
                       key="svc_callees", empty="It called nobody in this window.")
-    with tabs[5]:
-        _breakdown(ctx, "env")
-    with tabs[6]:
-        _errors(ctx)
 
 
 def _chooser(ctx: Ctx) -> None:

@@ -1,3 +1,136 @@
-"""Subcommands (filled in by their feature)."""
+"""`meshlens anomalies`, `meshlens canary` and `meshlens report`.
 
-COMMANDS: list = []
+    meshlens anomalies --window 24h --now 2026-11-11T00:00Z        incidents with reasons
+    meshlens anomalies --series cpu.csv                           one exported metric series
+    meshlens canary PaymentService --now 2026-11-10T12:00Z         judge every live canary
+    meshlens report --window 24h --format html --out report.html --webhook URL [--every 1h]
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import click
+
+from meshlens.cli.common import (data_option, emit_table, json_option, load_settings, open_lake,
+                                 resolve_window, window_options)
+from meshlens.timewin import iso
+
+INCIDENT_COLUMNS = ["start", "end", "peak", "env", "services", "edges", "reason", "score"]
+
+
+def _connect(data: str | None) -> Any:
+    from meshlens.catalog import connect
+
+    return connect(open_lake(data))
+
+
+def _resolve_service(conn: Any, name: str | None) -> str | None:
+    """The canonical service name (did-you-mean on a typo), when analytics.services exists."""
+    if not name:
+        return None
+    try:
+        from analytics.services import resolve_service
+    except ImportError:
+        return name
+    return resolve_service(conn, name)
+
+
+@click.command("anomalies")
+@data_option
+@window_options
+@click.option("--service", help="Only this service and the edges into it.")
+@click.option("--env", help="Only this environment.")
+@click.option("--series", "series_file", type=click.Path(dir_okay=False), help="Score a metric file instead: CSV timestamp,value or `aws cloudwatch get-metric-data` JSON.")
+@json_option
+def anomalies_cmd(data: str | None, since: str | None, until: str | None, window: str | None, now: str | None,
+                  service: str | None, env: str | None, series_file: str | None, as_json: bool) -> None:
+    """Unusual minutes, grouped into incidents, each with its reason in words and numbers."""
+    from analytics import anomalies
+
+    if series_file:
+        incidents = _series_incidents(series_file)
+        scope: dict[str, Any] = {"series": series_file}
+    else:
+        conn = _connect(data)
+        win = resolve_window(since, until, window, now)
+        incidents = anomalies.detect(conn, window=win, service=_resolve_service(conn, service), env=env)
+        scope = {"window": win.as_dict()}
+    rows = [[iso(i.start), iso(i.end), iso(i.peak), i.env, ", ".join(i.services),
+             ", ".join(f"{a} -> {b}" for a, b in i.edges), "; ".join(i.reasons[:3]), round(i.score, 4)]
+            for i in incidents]
+    notes = [] if incidents else ["no anomalies found"]
+    emit_table(INCIDENT_COLUMNS, rows, as_json=as_json, title="Anomalies", notes=notes,
+               extra={**scope, "incidents": [i.as_dict() for i in incidents]})
+
+
+def _series_incidents(path: str) -> list[Any]:
+    from analytics import anomalies
+    from analytics.series import read_series, split_series
+
+    incidents = []
+    for name, frame in split_series(read_series(path)).items():
+        incidents += anomalies.detect_series(frame.with_columns(series=__import__("polars").lit(name)))
+    return incidents
+
+
+CANARY_COLUMNS = ["service", "env", "baseline", "canary", "verdict", "decided_at", "since", "evidence",
+                  "traffic", "next_weights"]
+
+
+@click.command("canary")
+@data_option
+@window_options
+@click.argument("service", required=False)
+@click.option("--baseline", help="Baseline version (with --canary).")
+@click.option("--canary", "canary_version", help="Canary version (with --baseline).")
+@click.option("--env", help="Only this environment.")
+@click.option("--expected-share", type=float, help="Canary traffic share it should get (0-1); default: the nearest standard weight.")
+@json_option
+def canary_cmd(data: str | None, since: str | None, until: str | None, window: str | None, now: str | None,
+               service: str | None, baseline: str | None, canary_version: str | None, env: str | None,
+               expected_share: float | None, as_json: bool) -> None:
+    """Judge canaries: promote, continue, rollback or insufficient_data, with the evidence."""
+    from analytics import canary
+
+    conn = _connect(data)
+    win = resolve_window(since, until, window, now)
+    verdicts = canary.judge(conn, _resolve_service(conn, service), window=win, env=env, baseline=baseline,
+                            canary=canary_version, expected_share=expected_share)
+    rows = [[v.service, v.env, v.baseline, v.canary, v.verdict, v.decided_at, v.since, v.evidence,
+             v.traffic.get("note"), ", ".join(f"{k}={w}%" for k, w in v.next_weights.items())] for v in verdicts]
+    notes = [] if verdicts else [f"no service with more than one live version in {win}"]
+    emit_table(CANARY_COLUMNS, rows, as_json=as_json, title="Canaries", notes=notes,
+               extra={"window": win.as_dict(), "verdicts": [v.as_dict() for v in verdicts]})
+
+
+@click.command("report")
+@data_option
+@window_options
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="html", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here (default: <data>/reports/report-<end>.<fmt>).")
+@click.option("--webhook", help="POST a Slack-compatible {\"text\": ...} summary here (default: the webhook_url setting).")
+@click.option("--every", help="Run again every DURATION (e.g. 1h) until stopped.")
+@click.option("--cron", help="Run on this cron schedule (e.g. \"0 * * * *\") until stopped.")
+@click.option("--policy", type=click.Path(dir_okay=False), help="Allowed-caller policy TOML (default: the policy setting).")
+def report_cmd(data: str | None, since: str | None, until: str | None, window: str | None, now: str | None,
+               fmt: str, out: str | None, webhook: str | None, every: str | None, cron: str | None,
+               policy: str | None) -> None:
+    """What changed: incidents, canary verdicts, worst services and edges, new/vanished edges, policy."""
+    from analytics import report
+
+    settings = load_settings(data)
+    lake = open_lake(data)
+    options = report.ReportOptions(fmt=fmt, out=out, webhook=webhook or settings["webhook_url"] or None,
+                                   policy=policy or settings["policy"] or None, since=since, until=until,
+                                   window=window, now=now)
+    if every or cron:
+        report.run_schedule(lake, options, every=every, cron=cron, echo=click.echo)
+        return
+    result = report.run_once(lake, options)
+    click.echo(f"report written to {result.path}" + (f"; sent: {result.sent}" if options.webhook else ""))
+
+
+COMMANDS = [anomalies_cmd, canary_cmd, report_cmd]
+_UNUSED = timedelta  # keeps the import list stable for type checkers

@@ -201,7 +201,8 @@ def _print_demo_summary(lake: Lake, summary: Any, truth: Any, *, seconds: float)
     from meshlens import catalog
 
     conn = catalog.connect(lake)
-    n_services, n_requests = conn.execute("SELECT count(DISTINCT service), count(*) FROM requests").fetchone()
+    row = conn.execute("SELECT count(DISTINCT service), count(*) FROM requests").fetchone()
+    n_services, n_requests = row if row else (0, 0)
     click.echo(f"meshlens demo: lake {lake.root}")
     click.echo(f"  {summary.files} files taken in, {summary.rows_stored:,} requests stored, "
                f"{summary.rows_rejected:,} rejected, {summary.files_skipped} already there")

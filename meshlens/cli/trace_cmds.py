@@ -10,6 +10,7 @@ itself knows nothing of analytics.
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Any
@@ -32,14 +33,16 @@ def serve(data: str | None, host: str | None, port: int | None, token: str | Non
 
     settings = load_settings(data, receiver_host=host, receiver_port=port, receiver_token=token)
     lake = Lake(settings["data"])
-    receiver = Receiver(lake, config=ReceiverConfig.from_settings(settings), on_publish=_rollup_hook(lake), workers=1)
+    receiver = Receiver(lake, config=ReceiverConfig.from_settings(settings), on_publish=_rollup_hook(lake),
+                        workers=min(2, os.cpu_count() or 1))
     try:
         server = make_server(receiver, host=settings["receiver_host"], port=int(settings["receiver_port"]))
     except OSError as exc:
+        receiver.close()
         raise ConfigError(f"cannot listen on {settings['receiver_host']}:{settings['receiver_port']}: {exc.strerror}") from None
     replayed = receiver.replay()
     receiver.start()
-    bound_host, bound_port = server.server_address[:2]
+    bound_host, bound_port = str(settings["receiver_host"]), server.server_address[1]
     if replayed:
         click.echo(f"meshlens serve: replayed {replayed} spans from the spool", err=True)
     _stop_on_signals(server)
