@@ -328,7 +328,7 @@ def score_lake(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str 
     rank = causal_forest_scores(matrix, steps, first_fit=first_fit, refit_every=config.refit_minutes,
                                 train_rows=config.train_rows, n_estimators=config.n_estimators,
                                 seed=config.seed, score_mask=mask)
-    feats = feats.with_columns(pl.Series("rank", rank))
+    feats = feats.with_columns(pl.Series("rank", rank).fill_nan(None))  # NaN compares as largest in polars
     flagged = (pl.col("rank") >= config.quantile) & pl.col("significant")
     return feats.filter(pl.col("minute") >= start).with_columns(flagged.fill_null(False).alias("flagged"))
 

@@ -97,9 +97,9 @@ class CanaryVerdict:
 # --------------------------------------------------------------------------------------
 # The sequential test (pure numpy; the benchmark calls it on simulated minutes)
 # --------------------------------------------------------------------------------------
-def confidence_sequence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
-                        alpha: float, prior_sd: float = 1.0, block: int = 5) -> SequentialResult:
-    """Anytime-valid (1 - alpha) confidence sequence on the canary/baseline failure-rate ratio."""
+def loglik_path(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
+                block: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative conditional log-likelihood per (minute, ratio on LOG_GRID), tempered by phi_t."""
     live = (n_b > 0) & (n_c > 0)
     nb, nc = np.where(live, n_b, 1.0), np.where(live, n_c, 0.0)
     eb, ec = np.where(live, e_b, 0.0), np.where(live, e_c, 0.0)
@@ -107,9 +107,18 @@ def confidence_sequence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: 
     theta = (r[None, :] * nc[:, None]) / (r[None, :] * nc[:, None] + nb[:, None])
     with np.errstate(divide="ignore", invalid="ignore"):
         ll = ec[:, None] * np.log(np.where(theta > 0, theta, 1.0)) + eb[:, None] * np.log1p(-theta)
+    ll = ll - ll[:, [int(np.argmin(np.abs(LOG_GRID)))]]  # relative to r = 1: each row sums to a log LR
     cum = np.cumsum(ll, axis=0)
     phis = causal_overdispersion(nb, eb, nc, ec, cum, block=block)
+    return cum, phis
+
+
+def confidence_sequence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
+                        alpha: float, prior_sd: float = 1.0, block: int = 5) -> SequentialResult:
+    """Anytime-valid (1 - alpha) confidence sequence on the canary/baseline failure-rate ratio."""
+    cum, phis = loglik_path(n_b, e_b, n_c, e_c, block=block)
     cum = cum / phis[:, None]
+    r = np.exp(LOG_GRID)
     weights = np.exp(-0.5 * (LOG_GRID / prior_sd) ** 2)
     weights /= weights.sum()
     log_mix = _logsumexp(cum + np.log(weights)[None, :])
@@ -117,6 +126,33 @@ def confidence_sequence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: 
     lower, upper = _bounds(outside, r)
     ratio = r[np.argmax(cum, axis=1)] if len(cum) else np.array([])
     return SequentialResult(ratio=ratio, lower=lower, upper=upper, phi=float(phis[-1]) if len(phis) else 1.0)
+
+
+def worse_evidence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
+                   prior_sd: float = 1.0, block: int = 5, restart_minutes: int = 30) -> np.ndarray:
+    """log of an e-process against "the canary fails no more often than the baseline" (r <= 1).
+
+    A mixture (half-normal prior on log r > 0) of likelihood ratios against r = 1, started
+    afresh every ``restart_minutes`` and averaged with weights 1/((k+1)(k+2)) (summing to 1), so a
+    regression that begins hours into the canary is not diluted by the good hours before it.
+    Each started mixture is a nonnegative martingale with mean 1 under r = 1 (and a
+    supermartingale under r < 1), so their average is too: rejecting when it exceeds 1/alpha is
+    valid at every minute at once (Ville).
+    """
+    cum, phis = loglik_path(n_b, e_b, n_c, e_c, block=block)
+    up = LOG_GRID > 0
+    weights = np.exp(-0.5 * (LOG_GRID[up] / prior_sd) ** 2)
+    log_w = np.log(weights / weights.sum())
+    t_count = len(cum)
+    out = np.full(t_count, -np.inf)
+    for k, start in enumerate(range(0, t_count, restart_minutes)):
+        base = cum[start - 1, up] if start > 0 else np.zeros(int(up.sum()))
+        part = (cum[start:, up] - base[None, :]) / phis[start:, None]
+        log_mix = _logsumexp(part + log_w[None, :]) - math.log((k + 1) * (k + 2))
+        out[start:] = np.logaddexp(out[start:], log_mix)
+    starts = len(range(0, t_count, restart_minutes))
+    not_started = 1.0 - sum(1.0 / ((k + 1) * (k + 2)) for k in range(starts))  # weight of later starts: still 1
+    return np.logaddexp(out, math.log(max(not_started, 1e-300)))
 
 
 def causal_overdispersion(nb: np.ndarray, eb: np.ndarray, nc: np.ndarray, ec: np.ndarray,
@@ -344,17 +380,18 @@ def _run_tests(counts: pl.DataFrame, minutes: list[datetime], baseline: str, can
             n_c, e_c = _arrays(part, minutes, canary, column)
             result = confidence_sequence(n_b, e_b, n_c, e_c, alpha=alpha, prior_sd=config.prior_sd,
                                          block=config.block_minutes)
-            tests.append(_make_test(scope, metric, (n_b, e_b, n_c, e_c), result, config))
+            tests.append(_make_test(scope, metric, (n_b, e_b, n_c, e_c), result, config, alpha=alpha))
     return tests
 
 
 def _make_test(scope: str, metric: str, arrays: tuple[np.ndarray, ...], result: SequentialResult,
-               config: JudgeConfig) -> _Test:
+               config: JudgeConfig, *, alpha: float) -> _Test:
     n_c = arrays[2]
     gate = (np.cumsum(n_c) >= config.min_canary_requests) & (np.arange(len(n_c)) + 1 >= config.min_minutes)
     promote_gate = np.cumsum(n_c) >= config.min_promote_requests
+    evidence = worse_evidence(*arrays, prior_sd=config.prior_sd, block=config.block_minutes)  # type: ignore[misc]
     return _Test(scope, metric, arrays, result,  # type: ignore[arg-type]
-                 rollback_at=first_true(gate & (result.lower > 1.0)),
+                 rollback_at=first_true(gate & (evidence >= math.log(1 / alpha))),
                  promote_at=first_true(promote_gate & gate & (result.upper < config.promote_ratio)))
 
 
@@ -378,7 +415,7 @@ def _deciding_test(verdict: CanaryVerdict, tests: list[_Test]) -> _Test:
     """The test the evidence sentence quotes: the strongest rejection, else the overall 5xx test."""
     bad = [t for t in tests if t.rollback_at is not None]
     if verdict.verdict == "rollback" and bad:
-        return max(bad, key=lambda t: (float(t.result.lower[-1]), t.scope != ""))
+        return min(bad, key=lambda t: (t.rollback_at, t.scope == ""))
     return tests[0]
 
 

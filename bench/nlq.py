@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import tempfile
@@ -45,6 +46,7 @@ E2E = (
     ("compare", "compare Svc000 error rate in the last 12 hours with the previous 12 hours"),
     ("series", "requests per hour to Svc000"),
     ("diagnosis", "why is Svc000 failing?"),
+    ("diagnosis", "why is my canary failing?"),
 )
 
 
@@ -94,7 +96,8 @@ def end_to_end(root: Path, rows: int) -> list[dict[str, Any]]:
             ask(conn, question, now=now)
             warm.append((time.perf_counter() - started) * 1000)
         target = 2000 if category == "diagnosis" else 500
-        source = answer.sql.split("FROM ", 1)[1].split()[0] if "FROM " in answer.sql else "-"
+        found = re.search(r"FROM\s+([a-z_0-9]+)", answer.sql)
+        source = found.group(1) if found else "-"
         out.append({"category": category, "question": question, "cold_ms": round(cold, 1),
                     "warm_ms": round(statistics.median(warm), 1), "target_ms": target,
                     "ok": "yes" if statistics.median(warm) < target else "NO", "rows": len(answer.rows),

@@ -111,6 +111,10 @@ def env_selector(envs: list[str]) -> str | None:
 
 def service_selector(services: list[str]) -> str | None:
     """The service picker (bound to ``?service=``); None means no service chosen."""
+    # Keep a service named in the URL or chosen before even when this window has no traffic.
+    for chosen in (st.query_params.get("service"), st.session_state.get("service")):
+        if chosen and chosen not in services:
+            services = sorted([*services, chosen])
     return st.sidebar.selectbox(
         "Service", services, index=None, key="service", bind="query-params",
         placeholder="choose a service", persist_state="session",

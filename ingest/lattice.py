@@ -50,10 +50,10 @@ _READ_SCHEMA = {name: pl.String for name in FIELDS + WRAPPER}
 _X509 = ("callerX509SANURI", "callerX509SubjectCN", "callerX509SANDNS", "callerX509SANNameCN")
 _NO_PRINCIPAL = ("-", "", "Anonymous", "anonymous", "Unknown", "unknown")
 _TS_FORMATS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%.fZ", "%Y-%m-%dT%H:%M:%S%.f%:z")
-SAMPLE_ALL_BYTES = 1 << 17
+SAMPLE_ALL_BYTES = 1 << 15
 """Chunks up to this size are checked line by line for unknown fields."""
-SAMPLE_SPREAD = 256
-"""Larger chunks: the first and last 64 KiB and this many lines spread between them.
+SAMPLE_SPREAD = 128
+"""Larger chunks: the first and last 16 KiB and this many lines spread between them.
 
 Unknown fields in a larger chunk are found when a sampled line carries them; fields AWS adds
 appear on every line, so they are always kept in ``extra``."""
@@ -142,7 +142,7 @@ def _with_extra_fast(raw: pl.DataFrame, body: bytes) -> pl.DataFrame:
 
 
 def _sample_lines(body: bytes) -> Iterator[bytes]:
-    """All of a small chunk; of a large one the first and last 64 KiB and a spread of lines."""
+    """All of a small chunk; of a large one the first and last 16 KiB and a spread of lines."""
     if len(body) <= SAMPLE_ALL_BYTES:
         yield body
         return
@@ -156,15 +156,15 @@ def _sample_lines(body: bytes) -> Iterator[bytes]:
         yield body[start:end if end >= 0 else len(body)]
 
 
-_KEY = re.compile(rb'"((?:[^"\\\n]|\\.)*)"\s*:')
+_KEY = re.compile(rb'[{,]\s*"([^"\\]*)"\s*:')
 _KNOWN_KEYS = frozenset(name.encode() for name in _READ_SCHEMA)
 
 
 def _unknown_keys(text: bytes) -> bool:
     """True when ``text`` (lines of JSON) may hold a key this parser does not know.
 
-    A regex over the raw bytes: it can take a ``"...":`` inside a string value for a key (then
-    the chunk merely takes the exact path) but it never misses a real key.
+    A regex over the raw bytes: it can take a ``,"...":`` inside a string value for a key (then
+    the chunk merely takes the exact path) but it misses no real key without a quote in it.
     """
     return not _KNOWN_KEYS.issuperset(_KEY.findall(text))
 

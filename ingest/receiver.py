@@ -237,7 +237,11 @@ class Receiver:
 
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
-    """Spawned worker processes (not forked: this process runs threads), started now."""
+    """Spawned worker processes (not forked: this process runs threads), started now.
+
+    Each worker keeps polars and Arrow to one thread: the workers already use every core.
+    """
+    os.environ.setdefault("POLARS_MAX_THREADS", "1")  # inherited by the spawned workers
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_follow_parent, initargs=(os.getpid(),))
     pool.submit(_warm_up)  # imports happen while the receiver starts, not at the first publish
@@ -245,7 +249,9 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
 
 
 def _follow_parent(parent: int) -> None:
-    """Runs in each worker: exit when the receiver dies (SIGKILL leaves workers orphaned)."""
+    """Runs in each worker: one Arrow thread; exit when the receiver dies (SIGKILL orphans)."""
+    pa.set_cpu_count(1)
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.2)

@@ -94,8 +94,9 @@ def _extract(
     lazy = lazy.select(LINE_NO, RAW, *names)  # one column order for every pattern
     if convert is not None:
         lazy = convert(lazy)
-    engine = "streaming" if frame.height >= PARALLEL_MIN_LINES else "in-memory"
-    return lazy.collect(engine=engine)
+    if frame.height >= PARALLEL_MIN_LINES:
+        return lazy.collect(engine="streaming")
+    return lazy.collect(engine="in-memory")
 
 
 def split_bad(frame: pl.DataFrame, bad: pl.Expr, *, reason: str) -> tuple[pl.DataFrame, Rejects]:
@@ -156,7 +157,7 @@ def sniff_lines(head: bytes, *, limit: int = 20) -> list[str]:
     return [ln.rstrip("\r") for ln in lines if ln.strip(BLANK)][:limit]
 
 
-def mostly(lines: list[str], predicate) -> bool:  # type: ignore[no-untyped-def]
+def mostly(lines: list[str], predicate: Callable[[str], bool]) -> bool:
     """True when there are lines and at least 80% of them satisfy ``predicate``."""
     if not lines:
         return False

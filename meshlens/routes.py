@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 ID = "{id}"
 
@@ -84,12 +85,15 @@ def template_series(paths: pl.Series) -> pl.Series:
     """Routes of a series of paths, computed once per distinct path."""
     name = paths.name
     stripped = strip_query(paths.cast(pl.String))
-    distinct = stripped.drop_nulls().unique()
+    # dictionary encoding: the distinct paths, and for every row the index of its path
+    encoded = pc.dictionary_encode(stripped.to_arrow().cast(pa.large_string()))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    distinct = pl.Series(encoded.dictionary).cast(pl.String)
     if distinct.len() == 0:
         return stripped.alias(name)
-    table = pl.DataFrame({"p": distinct, "r": _template_distinct(distinct)})
-    joined = pl.DataFrame({"p": stripped}).join(table, on="p", how="left", maintain_order="left")
-    return joined["r"].alias(name)
+    routes = _template_distinct(distinct).to_arrow()
+    return pl.Series(name, pc.take(routes, encoded.indices)).cast(pl.String)
 
 
 def strip_query(paths: pl.Series) -> pl.Series:

@@ -109,12 +109,12 @@ class Context:
         rollups: bool | str = rollups_available(conn)
         if rollups and _total_requests(conn) > exact_max_rows:
             rollups = sqlgen.SKETCH
-        source = "edges_1h" if rollups else "requests"
+        source = "edges_1d" if rollups else "requests"
         vocab = load_vocabulary(conn, source=source)
         if rollups:
-            extra = load_vocabulary(conn, source="requests_1h")
+            extra = load_vocabulary(conn, source="requests_1d")
             vocab = Vocabulary(services=vocab.services, versions=vocab.versions, routes=extra.routes,
-                               principals=_principals(conn), envs=vocab.envs)
+                               envs=vocab.envs, principal_loader=lambda: _principals(conn))
         return cls(vocab, rollups)
 
 
@@ -124,15 +124,14 @@ def _total_requests(conn: duckdb.DuckDBPyConnection) -> int:
 
 
 def _principals(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    rows = conn.execute("SELECT DISTINCT caller_principal FROM requests WHERE caller = 'unknown' "
-                        "OR caller_principal LIKE 'arn:%' LIMIT 5000").fetchall()
+    rows = conn.execute("SELECT DISTINCT caller_principal FROM requests LIMIT 100000").fetchall()
     return sorted(str(r[0]) for r in rows if r[0])
 
 
 def rollups_available(conn: duckdb.DuckDBPyConnection) -> bool:
     """True when the hourly and minute rollups exist and hold rows."""
     views = {r[0] for r in conn.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    if not {"requests_1m", "requests_1h", "edges_1h", "edges_1d", "requests_1d"} <= views:
+    if not {"requests_1m", "requests_1h", "requests_1d", "edges_1m", "edges_1h", "edges_1d"} <= views:
         return False
     try:
         return conn.execute("SELECT count(*) FROM (SELECT 1 FROM edges_1h LIMIT 1)").fetchone() == (1,)

@@ -14,6 +14,7 @@ matches nothing -> ``Unknown`` with did-you-mean suggestions.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -79,12 +80,19 @@ class Vocabulary:
     routes: list[str] = field(default_factory=list)
     principals: list[str] = field(default_factory=list)
     envs: list[str] = field(default_factory=list)
+    principal_loader: Callable[[], list[str]] | None = field(default=None, repr=False)
     _keys: dict[str, set[str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for name in self.services:
             for key in service_keys(name):
                 self._keys.setdefault(key, set()).add(name)
+
+    def all_principals(self) -> list[str]:
+        """The principals, read on first use (a scan of raw rows on a big lake)."""
+        if self.principal_loader is not None:
+            self.principals, self.principal_loader = self.principal_loader(), None
+        return self.principals
 
     def exact(self, key: str) -> set[str]:
         """Services with this key (lower-cased name or core)."""
@@ -130,7 +138,7 @@ def variants(phrase: str) -> list[str]:
 
 def load_vocabulary(conn: duckdb.DuckDBPyConnection, *, source: str = "requests") -> Vocabulary:
     """Services (callee and caller), versions, routes, principals and envs in the lake (one scan)."""
-    has_route = source != "edges_1h"
+    has_route = not source.startswith("edges")
     principals = "list(DISTINCT caller_principal)" if source == "requests" else "[]"
     row = conn.execute(
         f"SELECT list(DISTINCT service), list(DISTINCT caller), list(DISTINCT version), "
@@ -295,8 +303,9 @@ def templated(path: str) -> str:
 
 def find_principal(text: str, vocab: Vocabulary) -> str | None:
     """A principal (or a distinctive piece of one: role name, account, ``ns/x``) in the question."""
-    for token in re.findall(r"[A-Za-z0-9:/_\-\.@]{6,}", text):
-        token = token.rstrip(".?,")
-        if ("-" in token or ":" in token or "/" in token) and any(token in p for p in vocab.principals):
-            return token
-    return None
+    tokens = [t.rstrip(".?,") for t in re.findall(r"[A-Za-z0-9:/_\-\.@]{6,}", text)]
+    tokens = [t for t in tokens if ("-" in t or ":" in t) and not t.startswith("/")]
+    if not tokens:
+        return None
+    principals = vocab.all_principals()
+    return next((t for t in tokens if any(t in p for p in principals)), None)

@@ -5,7 +5,8 @@ The steps, each one guarded SQL (all shown in the answer):
 1. errors and latency by version, 2. by route, 3. by caller, 4. by env, 5. by status class,
 6. a per-minute timeline by version (onset of the errors, bursts, when a version started to take
    traffic), 7. the dependencies' errors and latency inside the bad period against outside it,
-8. the canary verdicts and anomalies of ``analytics`` when those modules offer them.
+8. for a question about a canary, the verdict of analytics.canary.judge (it reads raw rows, so
+   it runs only then, and only when the service has two live versions).
 
 Findings are ranked by a score (how far a slice stands out, times how much of the errors it
 explains). Blame needs evidence: a caller is named only when its own error ratio stands out
@@ -70,7 +71,8 @@ def diagnose(conn: duckdb.DuckDBPyConnection, plan: Any, *, settings: Settings, 
         return Answer([], [], "", "", backend=backend, window=window, intent="diagnosis",
                       clarification="Which service? Name it, e.g. 'why is PaymentService failing?'")
     env = plan.slots.get("env")
-    findings = run_steps(runner, service, window, env=env, slow=bool(plan.slots.get("slow")))
+    findings = run_steps(runner, service, window, env=env, slow=bool(plan.slots.get("slow")),
+                         canary=bool(plan.slots.get("canary")))
     findings.sort(key=lambda f: -f.score)
     recommendation = recommend(service, findings)
     rows = [f.as_row(i + 1) for i, f in enumerate(findings)]
@@ -83,14 +85,15 @@ def diagnose(conn: duckdb.DuckDBPyConnection, plan: Any, *, settings: Settings, 
                   recommendation=recommendation)
 
 
-def run_steps(runner: Runner, service: str, window: Window, *, env: str | None, slow: bool) -> list[Finding]:
+def run_steps(runner: Runner, service: str, window: Window, *, env: str | None, slow: bool,
+              canary: bool = False) -> list[Finding]:
     """Every step of the playbook; returns unranked findings."""
     base = {"service": service, **({"env": env} if env else {})}
     measures = ["requests", "errors_5xx", "error_ratio", "mean_ms"]
-    total = runner.rows("overall", Aggregate(window, measures, filters=base))
-    overall = total[0] if total else {}
     findings: list[Finding] = []
     versions = runner.rows("errors by version", Aggregate(window, measures, ["version"], base, order_by="errors_5xx"))
+    overall = {"requests": sum(v["requests"] or 0 for v in versions),
+               "errors_5xx": sum(v["errors_5xx"] or 0 for v in versions)}
     bad_version = _standout(versions, "version", overall, z=2.5)
     scope = {**base, "version": bad_version} if bad_version else base
     timeline = runner.rows("timeline by minute and version",
@@ -114,7 +117,8 @@ def run_steps(runner: Runner, service: str, window: Window, *, env: str | None, 
         findings.append(Finding(1.0, "latency", f"{service} was slower {_span(slow_period)}: "
                                 f"mean {slow_period[2]:.0f} ms against {slow_period[3]:.0f} ms otherwise", service))
     findings += _status_note(statuses, overall)
-    findings += _analytics_findings(runner, service, window)
+    if canary:  # the judge reads raw rows: only when the question is about a canary
+        findings += _analytics_findings(runner, service, window, env=env, versions=versions)
     return findings
 
 
@@ -334,20 +338,27 @@ def _dependency_findings(runner: Runner, service: str, window: Window,
     return out
 
 
-def _analytics_findings(runner: Runner, service: str, window: Window) -> list[Finding]:
-    """Canary verdicts from analytics.canary when that module offers ``judge``/``evaluate``."""
+def _analytics_findings(runner: Runner, service: str, window: Window, *, env: str | None,
+                        versions: list[dict[str, Any]]) -> list[Finding]:
+    """The canary judge's verdicts (analytics.canary), when the service runs two versions."""
+    live = [v for v in versions if v["version"] not in (None, "", "unknown") and (v["requests"] or 0) > 0]
+    if len(live) < 2:
+        return []  # no canary to judge; the judge reads raw rows, so skip it when pointless
     try:
-        from analytics import canary  # type: ignore[attr-defined]
+        from analytics import canary
     except ImportError:
         return []
-    judge = getattr(canary, "judge", None) or getattr(canary, "evaluate", None)
-    if judge is None:
-        return []
     try:
-        verdicts = judge(runner.conn, service=service, window=window)
+        verdicts = canary.judge(runner.conn, service, window=window, env=env)
     except Exception:  # noqa: BLE001 - the playbook must answer even when an analytic fails
         return []
-    return [Finding(0.8, "canary verdict", str(v), service) for v in (verdicts if isinstance(verdicts, list) else [verdicts]) if v]
+    out = []
+    for v in verdicts:
+        kind = getattr(v, "verdict", "")
+        score = 9.5 if kind == "rollback" else 0.8
+        text = f"canary judge ({getattr(v, 'env', '') or 'all envs'}): {v.canary} vs {v.baseline}: {kind}; {v.evidence}"
+        out.append(Finding(score, "canary verdict", text, str(v.canary)))
+    return out
 
 
 def _worst_canary_service(runner: Runner, window: Window) -> str | None:
@@ -376,7 +387,7 @@ def recommend(service: str, findings: list[Finding]) -> str:
     if not findings:
         return f"nothing stands out; {service} looks healthy in this window."
     top = findings[0]
-    if top.kind == "bad version":
+    if top.kind == "bad version" or (top.kind == "canary verdict" and ": rollback;" in top.text):
         return f"roll back {service} {top.subject} (shift its traffic to the other version) and look at the failing route."
     if top.kind in ("slow dependency", "failing dependency"):
         return f"look at {top.subject}: {service}'s problem follows it."

@@ -92,7 +92,10 @@ def choose_source(agg: Aggregate, *, rollups: bool | str) -> str:
         return "edges_1h"
     if hourly and keys - {"hour", "day"} <= ROLLUP_KEYS:
         return "requests_1h"
-    if keys - {"hour", "minute", "day"} <= ROLLUP_KEYS and _aligned(agg.window, timedelta(minutes=1)):
+    minutely = _aligned(agg.window, timedelta(minutes=1))
+    if minutely and keys - {"hour", "minute", "day"} <= EDGE_KEYS:
+        return "edges_1m"
+    if minutely and keys - {"hour", "minute", "day"} <= ROLLUP_KEYS:
         return "requests_1m"
     return "requests"
 
@@ -103,7 +106,7 @@ def _aligned(window: Window, step: timedelta) -> bool:
 
 
 def time_column(source: str) -> str:
-    return {"requests": "ts", "requests_1m": "minute", "edges_1h": "hour", "requests_1h": "hour",
+    return {"requests": "ts", "requests_1m": "minute", "edges_1m": "minute", "edges_1h": "hour", "requests_1h": "hour",
             "edges_1d": "day", "requests_1d": "day"}.get(source, "ts")
 
 

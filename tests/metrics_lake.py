@@ -38,7 +38,8 @@ def build(lake: Lake, *, rows: int = 6000, seed: int = 5) -> pl.DataFrame:
         "version": rng.choice(["v1", "v2"], size=rows, p=[0.8, 0.2]),
         "env": rng.choice(["prod", "staging"], size=rows, p=[0.85, 0.15]),
         "method": rng.choice(["GET", "POST"], size=rows),
-        "route": rng.choice(["/v1/charges/{id}", "/v1/orders", None], size=rows, p=[0.5, 0.45, 0.05]),
+        "route": pl.Series([(None, "/v1/charges/{id}", "/v1/orders")[i] for i in
+                            rng.choice(3, size=rows, p=[0.05, 0.5, 0.45])], dtype=pl.String),
         "status": status,
         "bytes_in": rng.integers(0, 5_000, size=rows),
         "bytes_out": rng.integers(0, 50_000, size=rows),

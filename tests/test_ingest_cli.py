@@ -111,3 +111,15 @@ def test_inventory_import(tmp_path, capsys):
     assert 'name = "cart"' in out_file.read_text()
     code, _, err = run(capsys, "inventory", "import", str(tmp_path / "missing.json"))
     assert code == 1 and "missing.json: no such file" in err
+
+
+@pytest.mark.slow
+def test_demo_without_dashboard(tmp_path, capsys):
+    data = tmp_path / "lake"
+    code, out, err = run(capsys, "demo", "--no-dashboard", "--hours", "2", "--scale", "0.05", "--data", str(data))
+    assert code == 0, err
+    assert (data / "meshlens.toml").is_file() and (data / "policy.toml").is_file()
+    assert "planted: PaymentService v2" in out
+    stored = int(out.split(" requests stored")[0].split()[-1].replace(",", ""))
+    code, sql_out, _ = run(capsys, "sql", "SELECT count(*) FROM requests", "--data", str(data), "--json")
+    assert stored > 0 and json.loads(sql_out)["rows"] == [[stored]]

@@ -150,7 +150,7 @@ def _is_one_readonly_select(sql: str) -> bool:
     )
 
 
-@hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(TOKENS), min_size=1, max_size=14).map(" ".join))
 def test_property_token_soup_is_rejected_or_one_readonly_select(sql: str) -> None:
     try:
@@ -193,7 +193,7 @@ def test_property_any_write_statement_is_rejected(statement: str, prefix: str) -
 _CONNS: dict[str, duckdb.DuckDBPyConnection] = {}
 
 
-@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.text(max_size=80))
 def test_property_log_text_in_a_literal_only_reads(small_lake: Lake, text: str) -> None:
     key = str(small_lake.root)

@@ -247,7 +247,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(doc=_json)
 def test_json_reader_never_crashes(doc: object) -> None:
     data = json.dumps(doc).encode()
@@ -257,7 +257,7 @@ def test_json_reader_never_crashes(doc: object) -> None:
     assert all(isinstance(r[1], str) and r[1] for r in columns.rejects)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(data=st.binary(max_size=300))
 def test_readers_never_crash_on_arbitrary_bytes(data: bytes) -> None:
     for fmt in ("otlp_json", "otlp_proto"):
