@@ -22,7 +22,7 @@ and ``low_sample`` (n below ``min_percentile_samples``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from fractions import Fraction
 from datetime import datetime, timedelta, timezone
 
 import duckdb
@@ -50,14 +50,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 Tile = tuple[Level, datetime, datetime]
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Where one call reads from: rollup tiles covering the window (none: raw rows)."""
-
-    tiles: tuple[Tile, ...]
-    percentile_source: str  # 'exact' or 'sketch'
-
-
 def red(
     conn: duckdb.DuckDBPyConnection,
     *,
@@ -74,14 +66,19 @@ def red(
     check_bucket(bucket)
     cfg = settings or Settings()
     filters = {c: v for c, v in (("service", service), ("caller", caller), ("env", env)) if v is not None}
-    plan = choose_plan(conn, window=window, keys=keys, filters=filters, bucket=bucket,
-                       max_rows=int(cfg["exact_percentile_max_rows"]))
-    if not plan.tiles:
+    frame, source = None, "exact"
+    tiles = tile_window(window=window, needed={*keys, *filters}, bucket=bucket)
+    if tiles:
+        group = ["_g", *keys] + (["bucket_start"] if bucket else [])
+        sql, params = rollup_sql(tiles, keys=keys, filters=filters, bucket=bucket)
+        buckets = conn.sql(sql, params=params).pl()
+        # small windows (and rollups never built) are answered exactly from raw rows
+        if int(buckets["r"].sum() or 0) > int(cfg["exact_percentile_max_rows"]):
+            frame, source = merge_sketches(buckets, group=group), "sketch"
+    if frame is None:
         sql, params = raw_sql(window=window, keys=keys, filters=filters, bucket=bucket)
-    else:
-        sql, params = rollup_sql(plan.tiles, keys=keys, filters=filters, bucket=bucket)
-    frame = conn.sql(sql, params=params).pl()
-    return finish(frame, keys=keys, bucket=bucket, window=window, source=plan.percentile_source,
+        frame = conn.sql(sql, params=params).pl()
+    return finish(frame, keys=keys, bucket=bucket, window=window, source=source,
                   min_samples=int(cfg["min_percentile_samples"]))
 
 
@@ -125,30 +122,6 @@ def check_bucket(bucket: str | None) -> None:
 
 
 # -- planning ----------------------------------------------------------------------------------
-def choose_plan(
-    conn: duckdb.DuckDBPyConnection,
-    *,
-    window: Window,
-    keys: list[str],
-    filters: dict[str, str],
-    bucket: str | None,
-    max_rows: int,
-) -> Plan:
-    """Rollup tiles when they answer and the window is big; raw rows otherwise."""
-    tiles = tile_window(window=window, needed={*keys, *filters}, bucket=bucket)
-    if not tiles:
-        return Plan((), "exact")
-    parts, params = [], []
-    for level, start, end in tiles:
-        where, where_params = where_sql(level.grain, window=Window(start, end), filters=filters)
-        parts.append(f"SELECT sum(requests) AS s FROM {level.name} WHERE {where}")
-        params += where_params
-    rows = conn.execute(f"SELECT sum(s) FROM ({' UNION ALL '.join(parts)})", params).fetchall()
-    if int(rows[0][0] or 0) <= max_rows:
-        return Plan((), "exact")
-    return Plan(tuple(tiles), "sketch")
-
-
 def tile_window(*, window: Window, needed: set[str], bucket: str | None) -> list[Tile]:
     """Cover the window with the coarsest rollup grains (days, then hours, then minutes).
 
@@ -235,9 +208,7 @@ def raw_sql(*, window: Window, keys: list[str], filters: dict[str, str], bucket:
 
 def rollup_sql(tiles: Sequence[Tile], *, keys: list[str], filters: dict[str, str],
                bucket: str | None) -> tuple[str, list[object]]:
-    """RED metrics from rollup tiles: measures summed, sketches merged by bucket key."""
-    group = ["_g", *keys] + (["bucket_start"] if bucket else [])
-    cols = ", ".join(group)
+    """Rollup tiles summed per (key..., bucket_start, sketch bucket ``k``): the merge's input."""
     parts, params = [], []
     for level, start, end in tiles:
         exprs = ["1 AS _g", *keys] + ([f"{bucket_sql(bucket, level.grain)} AS bucket_start"] if bucket else [])
@@ -247,34 +218,47 @@ def rollup_sql(tiles: Sequence[Tile], *, keys: list[str], filters: dict[str, str
             f"bytes_out, duration_count, duration_sum_ms, duration_max_ms FROM {level.name} WHERE {where}"
         )
         params += where_params
-    ranks = ", ".join(
-        f"min(k) FILTER (WHERE cum >= {sketch.rank_sql(q, 'tot')}) AS k_{name}" for name, q in QUANTILES
-    )
-    values = ", ".join(f"{sketch.value_sql('k_' + name)} AS {name}" for name, _ in QUANTILES)
-    hidden = ", ".join(f"k_{name}" for name, _ in QUANTILES)
+    group = ["_g", *keys] + (["bucket_start"] if bucket else [])
     sql = f"""
-    WITH src AS ({' UNION ALL '.join(parts)}),
-    b AS (
-        SELECT {cols}, k, sum(requests) AS r, sum(errors_5xx) AS e5, sum(client_errors_4xx) AS e4,
-               sum(bytes_in) AS bi, sum(bytes_out) AS bo, sum(duration_count) AS c,
-               sum(duration_sum_ms) AS ds, max(duration_max_ms) AS dm
-        FROM src GROUP BY ALL
-    ),
-    cum AS (
-        SELECT *, sum(c) OVER (PARTITION BY {cols} ORDER BY k ASC NULLS LAST ROWS UNBOUNDED PRECEDING) AS cum,
-               sum(c) OVER (PARTITION BY {cols}) AS tot
-        FROM b
-    ),
-    q AS (
-        SELECT {cols}, sum(r)::BIGINT AS requests, sum(e5)::BIGINT AS errors_5xx,
-               sum(e4)::BIGINT AS client_errors_4xx, sum(bi)::BIGINT AS bytes_in,
-               sum(bo)::BIGINT AS bytes_out, max(dm) AS max_ms, sum(ds) / nullif(sum(c), 0) AS mean_ms,
-               sum(c)::BIGINT AS n, {ranks}
-        FROM cum GROUP BY ALL
-    )
-    SELECT * EXCLUDE ({hidden}), {values} FROM q
+    SELECT {', '.join(group)}, k, sum(requests)::BIGINT AS r, sum(errors_5xx)::BIGINT AS e5,
+           sum(client_errors_4xx)::BIGINT AS e4, sum(bytes_in)::BIGINT AS bi,
+           sum(bytes_out)::BIGINT AS bo, sum(duration_count)::BIGINT AS c,
+           sum(duration_sum_ms) AS ds, max(duration_max_ms) AS dm
+    FROM ({' UNION ALL '.join(parts)}) GROUP BY ALL
     """
     return sql, params
+
+
+def merge_sketches(buckets: pl.DataFrame, *, group: list[str]) -> pl.DataFrame:
+    """Per group: measures summed and percentiles read from the merged sketch (nearest rank).
+
+    DuckDB sums the rollup rows per (group, bucket) (``rollup_sql``); the rest is a sort and a
+    running sum over at most a few hundred thousand rows, which polars does with far less fixed
+    cost than a DuckDB window function.
+    """
+    ordered = buckets.sort([*group, "k"], nulls_last=True).with_columns(
+        pl.col("c").cum_sum().over(group).alias("cum"), pl.col("c").sum().over(group).alias("tot"))
+    ranks = []
+    for name, q in QUANTILES:
+        frac = Fraction(str(q))
+        rank = ((pl.col("tot") * frac.numerator + frac.denominator - 1) // frac.denominator).clip(lower_bound=1)
+        ranks.append(pl.col("k").filter(pl.col("cum") >= rank).min().alias(name))
+    merged = ordered.group_by(group, maintain_order=True).agg(
+        pl.col("r").sum().alias("requests"), pl.col("e5").sum().alias("errors_5xx"),
+        pl.col("e4").sum().alias("client_errors_4xx"), pl.col("bi").sum().alias("bytes_in"),
+        pl.col("bo").sum().alias("bytes_out"), pl.col("dm").max().alias("max_ms"),
+        pl.col("ds").sum().alias("_ds"), pl.col("c").sum().alias("n"), *ranks,
+    )
+    return merged.with_columns(
+        pl.when(pl.col("n") > 0).then(pl.col("_ds") / pl.col("n")).alias("mean_ms"),
+        *[_estimate(pl.col(name)).alias(name) for name, _ in QUANTILES],
+    ).drop("_ds")
+
+
+def _estimate(key: pl.Expr) -> pl.Expr:
+    """Polars twin of sketch.estimate: the value a bucket key stands for."""
+    value = 2.0 * pl.lit(sketch.GAMMA).pow(key.cast(pl.Float64)) / (sketch.GAMMA + 1.0)
+    return pl.when(key == sketch.ZERO_KEY).then(pl.lit(0.0)).otherwise(value)
 
 
 def _ts(moment: datetime) -> str:
@@ -336,7 +320,7 @@ def latest_ts(conn: duckdb.DuckDBPyConnection) -> datetime | None:
     The dashboard and notebooks end their default window here when the lake is older than now.
     (Added by the dashboard engineer; Parquet min/max statistics keep it cheap.)
     """
-    row = conn.execute("SELECT max(ts) FROM requests").fetchone()
-    if not row or row[0] is None:
+    rows = conn.execute("SELECT max(ts) FROM requests").fetchall()  # fetchall: leaves no open result
+    if not rows or rows[0][0] is None:
         return None
-    return row[0].astimezone(timezone.utc)
+    return rows[0][0].astimezone(timezone.utc)

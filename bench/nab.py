@@ -129,8 +129,14 @@ def _timestamps(frame: pl.DataFrame) -> list[str]:
 
 
 def ours(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
-    """The product detector's per-point score (analytics.anomalies.series_scores)."""
-    return anomalies.series_scores(frame.select("timestamp", "value"), config).get_column("score").to_numpy()
+    """The product detector's per-point (forest rank, robust-deviation gate) (analytics.anomalies.series_scores)."""
+    scored = anomalies.series_scores(frame.select("timestamp", "value"), config)
+    return np.vstack([np.nan_to_num(scored.get_column("rank").to_numpy(), nan=0.0), scored.get_column("gate").to_numpy()])
+
+
+def gated(pair: np.ndarray, z_gate: float) -> np.ndarray:
+    """The detector's score at a given gate (as series_scores computes it)."""
+    return np.where(pair[1] >= z_gate, pair[0], 0.0)
 
 
 def plain_forest(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:

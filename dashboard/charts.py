@@ -26,12 +26,16 @@ def timeseries(frame: Any, *, y: str, color: str | None = None, title: str = "",
     for key, part in groups.items():
         part = part.sort("bucket_start")
         fig.add_trace(go.Scatter(x=part["bucket_start"].to_list(), y=part[y].to_list(),
-                                 mode="lines", name=str(key[0]) if color else y))
+                                 mode="lines", name=_series_name(key[0]) if color else y))
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.2), hovermode="x unified")
     if y_format:
         fig.update_yaxes(tickformat=y_format)
     return fig
+
+
+def _series_name(value: Any) -> str:
+    return "(none)" if value is None else str(value)
 
 
 def lines(frame: Any, *, ys: tuple[str, ...], title: str = "", height: int = 260) -> go.Figure:
@@ -191,15 +195,16 @@ def pl_string() -> Any:
     return pl.String
 
 
-def timeline(frame: Any, *, start: Any = None, end: Any = None, height: int = 260) -> go.Figure:
+def timeline(frame: Any, *, start: Any = None, end: Any = None) -> go.Figure:
     """Incidents as bars from ``start`` to ``end``, one row per incident label."""
     fig = go.Figure()
+    height = 90 + 45 * frame.height
     if start is not None and end is not None:
         fig.update_xaxes(range=[start, end])
     for row in frame.iter_rows(named=True):
         label = str(row.get("services") or row.get("service") or "incident")[:40]
         fig.add_trace(go.Scatter(x=[row["start"], row["end"]], y=[label, label], mode="lines+markers",
-                                 line=dict(width=10, color="#dc2626"), name=label,
+                                 line=dict(width=14, color="#dc2626"), name=label,
                                  hovertext=str(row.get("reason") or ""), hoverinfo="text+x"))
     fig.update_layout(height=height, showlegend=False, margin=dict(l=10, r=10, t=10, b=10))
     return fig

@@ -284,12 +284,13 @@ def canary_verdicts(data: str, start: datetime, end: datetime, *, env: str | Non
 def canaries(data: str, start: datetime, end: datetime, *, env: str | None = None) -> pl.DataFrame:
     """One row per canary verdict (CANARY_COLUMNS)."""
     rows = [{**{k: v.get(k) for k in CANARY_COLUMNS if k != "weights"},
-             "weights": _weights(v.get("next_weights"))}
+             "weights": weights_text(v.get("next_weights"))}
             for v in canary_verdicts(data, start, end, env=env)]
     return pl.DataFrame(rows, schema={c: pl.String for c in CANARY_COLUMNS})
 
 
-def _weights(weights: dict[str, int] | None) -> str:
+def weights_text(weights: dict[str, int] | None) -> str:
+    """{"v1": 90, "v2": 10} -> "v1: 90%, v2: 10%"."""
     return ", ".join(f"{k}: {w}%" for k, w in (weights or {}).items())
 
 

@@ -10,8 +10,10 @@ Mapping to ``requests``:
 - ``duration_ms`` = request_processing_time + target_processing_time + response_processing_time,
   in ms, using only the terms that are not ``-1`` (null when all three are ``-1``).
 - ``ts``: ALB's ``time`` is when the *response finished*; the request start is therefore
-  ``ts = time - duration`` (``time`` itself when there is no duration). ``request_creation_time``
-  is not used: it comes from another clock and in AWS's own examples it disagrees with ``time``.
+  ``ts = time - duration`` (``time`` itself when there is no duration). When a term is ``-1``
+  (the target timed out or closed the connection) the duration is a lower bound and ``ts`` is
+  late by the missing part. ``request_creation_time`` is not used: in AWS's own examples it
+  disagrees with ``time`` by seconds on millisecond requests.
 - ``status`` = elb_status_code (what the client got); ``target_group`` = target_group_arn (the
   canary version key); ``account`` and ``region`` from that ARN.
 - ``method``, ``path`` (no query) and ``protocol`` from the request line; the host of its URL is

@@ -221,7 +221,7 @@ def check_request(body: bytes) -> tuple[int, list[str]]:
     is not protobuf) and apply the span checks of the hot loop, without the attribute work.
     An attribute whose bytes do not decode is found only when publishing (and quarantined).
     """
-    request = otlp_wire.Request.FromString(body)
+    request = otlp_wire.CheckRequest.FromString(body)
     good, problems = 0, []
     for rs in request.resource_spans:
         for scope in rs.scope_spans:

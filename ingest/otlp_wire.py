@@ -44,22 +44,39 @@ _MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
 }
 
 
-def _build() -> Any:
-    """Register the lean messages in a private descriptor pool; returns the Request class."""
-    proto = descriptor_pb2.FileDescriptorProto(name="meshlens_otlp_wire.proto", package=_PACKAGE, syntax="proto3")
-    for name, fields in _MESSAGES.items():
+_CHECK_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
+    "Request": [("resource_spans", 1, _MESSAGE, _REP, "ResourceSpans")],
+    "ResourceSpans": [("scope_spans", 2, _MESSAGE, _REP, "ScopeSpans")],
+    "ScopeSpans": [("spans", 2, _MESSAGE, _REP, "Span")],
+    "Span": [
+        ("trace_id", 1, _BYTES, _OPT, None), ("span_id", 2, _BYTES, _OPT, None),
+        ("parent_span_id", 4, _BYTES, _OPT, None), ("kind", 6, _INT32, _OPT, None),
+        ("start_time_unix_nano", 7, _FIXED64, _OPT, None), ("status", 15, _MESSAGE, _OPT, "Status"),
+    ],
+    "Status": [("code", 3, _INT32, _OPT, None)],
+}
+"""Just what the receiver checks before acknowledging (the rest is skipped, not copied out)."""
+
+
+def _build(messages: dict[str, list[tuple[str, int, int, int, str | None]]], package: str) -> Any:
+    """Register lean messages in a private descriptor pool; returns the Request class."""
+    proto = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package, syntax="proto3")
+    for name, fields in messages.items():
         message = proto.message_type.add(name=name)
         for field_name, number, field_type, label, type_name in fields:
             added = message.field.add(name=field_name, number=number, type=field_type, label=label)
             if type_name:
-                added.type_name = f".{_PACKAGE}.{type_name}"
+                added.type_name = f".{package}.{type_name}"
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.Request"))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Request"))
 
 
-Request = _build()
+Request = _build(_MESSAGES, _PACKAGE)
 """Wire-compatible ExportTraceServiceRequest with attributes as raw KeyValue bytes."""
+
+CheckRequest = _build(_CHECK_MESSAGES, _PACKAGE + "check")
+"""Wire-compatible ExportTraceServiceRequest with only the fields the span checks read."""
 
 _QUOTE = json.encoder.encode_basestring  # the C string quoter (ensure_ascii=False)
 _ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False).encode

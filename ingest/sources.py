@@ -137,14 +137,13 @@ def read_head(source: Source, *, size: int = HEAD_BYTES) -> bytes:
 
 
 def looks_binary(head: bytes) -> bool:
-    """NUL bytes or mostly non-text bytes in the head: not a log file."""
-    if b"\x00" in head:
-        return True
+    """Control bytes or invalid UTF-8 in >10% of the head: not a log (a stray one is a bad line)."""
     sample = head[:4096]
     if not sample:
         return False
-    text = sum(1 for b in sample if b >= 0x20 or b in (9, 10, 13))
-    return text / len(sample) < 0.85
+    control = sum(1 for b in sample if b < 0x20 and b not in (9, 10, 13))
+    invalid = sample.decode("utf-8", errors="replace").count("\ufffd")
+    return max(control, invalid) > len(sample) // 10
 
 
 def chunks(reader: Reader, *, max_bytes: int | None = None, max_lines: int = 250_000) -> Iterator[tuple[int, bytes]]:

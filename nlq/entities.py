@@ -14,7 +14,7 @@ matches nothing -> ``Unknown`` with did-you-mean suggestions.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
@@ -154,7 +154,7 @@ def _clean(values: list[object] | None) -> list[str]:
     return sorted(str(v) for v in (values or []) if v not in (None, ""))
 
 
-def find_services(text: str, vocab: Vocabulary, *, masked: list[tuple[int, int]] = ()) -> list[Mention]:
+def find_services(text: str, vocab: Vocabulary, *, masked: Sequence[tuple[int, int]] = ()) -> list[Mention]:
     """Every service mention in ``text``, longest phrases first, in order of appearance."""
     words = [m for m in _WORD.finditer(text) if not any(a <= m.start() < b for a, b in masked)]
     used: set[int] = set()
@@ -232,7 +232,7 @@ def _fuzzy(start: int, end: int, phrase: str, vocab: Vocabulary) -> Mention | No
 
 
 def unknown_names(text: str, vocab: Vocabulary, mentions: list[Mention],
-                  *, masked: list[tuple[int, int]] = ()) -> list[str]:
+                  *, masked: Sequence[tuple[int, int]] = ()) -> list[str]:
     """CamelCase words that look like service names but match nothing in the lake."""
     out = []
     for m in _WORD.finditer(text):

@@ -101,7 +101,7 @@ def read(text: str, *, now: datetime, vocab: Vocabulary) -> Question:
         windows=[t.window for t in times if t.window is not None],
         relative=next((t.relative for t in times if t.relative is not None), None),
         services=services, env=find_env(_cut(text, masked_all), vocab),
-        versions=find_versions(text, vocab), method=method, route=route, principal=principal,
+        versions=find_versions(_cut(text, path_spans), vocab), method=method, route=route, principal=principal,
         account=account, namespace=namespace,
         unknown=unknown_names(text, vocab, services, masked=masked_all),
         explicit_time=bool(times),
@@ -161,6 +161,10 @@ def classify(q: Question) -> str:
         return "access"
     if len(q.services) >= 2 and q.has(r"\bbetween\b", r"\bboth directions\b", r"\beither direction\b"):
         return "between"
+    if len(q.services) == 1 and q.has(r"\b(list|show|all|the)\s+(the\s+)?(callers|clients|upstreams)\b",
+                                      r"^\s*(who|what) (calls|talks to)\b") and not _latency_words(q) \
+            and not q.has(r"\b(most|least|highest|lowest|top|worst|fewest)\b"):
+        return "callers"
     if _metric_words(q):
         return "metric"
     if q.has(*LIST_SERVICES) and not q.services:
@@ -187,6 +191,10 @@ def _metric_words(q: Question) -> bool:
                  r"\bvs\.?\b|\bversus\b", r"\bmedian\b", r"\bmean\b|\baverage\b|\bavg\b", r"\btop \d+",
                  r"\bbusiest\b", r"\bmost (requests|traffic|calls|errors)", r"\bhow much traffic\b",
                  r"\btraffic\b.*\b(to|from|of)\b")
+
+
+def _latency_words(q: Question) -> bool:
+    return q.has(r"latenc", r"\bp\d\d\b", r"\bpercentile", r"\bslow", r"\bduration", r"\bbytes?\b", r"\bpeak\b")
 
 
 def _callee_phrasing(q: Question) -> bool:
@@ -316,9 +324,10 @@ def build_set_difference(q: Question, *, rollups: bool | str) -> Plan:
     first, second = _two_windows(q)
     names = _names(q)
     service = names[0] if names else None
-    column, filters = ("caller", {"service": service}) if service and not _callee_phrasing(q) else (
-        ("service", {"caller": service}) if service else ("service", {}))
-    filters.update(_base_filters(q))
+    filters = _base_filters(q)
+    column = "caller" if service and not _callee_phrasing(q) else "service"
+    if service:
+        filters["service" if column == "caller" else "caller"] = service
     sql = sqlgen.set_difference_sql(column, Aggregate(first, ["requests"], filters=filters),
                                     Aggregate(second, ["requests"], filters=filters), rollups=rollups)
     what = f"{'Callers of' if column == 'caller' else 'Services called by'} {service}" if service else "Services"
@@ -584,9 +593,9 @@ def _metric_filters(q: Question, dims: list[str]) -> dict[str, str | list[str]]:
     filters = _base_filters(q)
     names = _names(q)
     if "caller" in dims and len(names) >= 2:
-        callee = names[-1] if q.has(r"\b(calling|call|to|against|into)\b") else names[0]
-        callers = [n for n in names if n != callee]
-        filters.update({"service": callee, "caller": callers if len(callers) > 1 else callers[0]})
+        target = names[-1] if q.has(r"\b(calling|call|to|against|into)\b") else names[0]
+        callers = [n for n in names if n != target]
+        filters.update({"service": target, "caller": callers if len(callers) > 1 else callers[0]})
         return filters
     caller, callee = _roles(q)
     if "service" in dims:

@@ -11,6 +11,7 @@ error, reported apart.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -60,7 +61,7 @@ class Aggregate:
     window: Window
     measures: list[str]
     dims: list[str] = field(default_factory=list)
-    filters: dict[str, str | list[str]] = field(default_factory=dict)
+    filters: Mapping[str, str | list[str]] = field(default_factory=dict)
     where: list[str] = field(default_factory=list)  # extra raw-only predicates (trusted templates)
     order_by: str | None = None
     descending: bool = True
@@ -118,7 +119,7 @@ def window_predicate(source: str, window: Window) -> str:
             f"AND date BETWEEN DATE '{window.start.date()}' AND DATE '{last_day}'")
 
 
-def filter_predicates(filters: dict[str, str | list[str]]) -> list[str]:
+def filter_predicates(filters: Mapping[str, str | list[str]]) -> list[str]:
     out = []
     for column, value in filters.items():
         if isinstance(value, list):

@@ -24,6 +24,7 @@ them out before matching names; ``parse`` returns the first window or the defaul
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -308,7 +309,7 @@ _DATE_WORDS = (r"(?P<date>\d{4}-\d{2}-\d{2}|\d{1,2}/\d{1,2}(?:/\d{4})?|" + _MONT
                + r"[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?(?:,?\s+\d{4})?|\d{1,2}(?:st|nd|rd|th)?\s+(?:of\s+)?"
                + r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?(?:,?\s+\d{4})?)")
 
-_RULES: list[tuple[re.Pattern[str], object]] = [
+_RULES: list[tuple[re.Pattern[str], Callable[[re.Match[str], datetime], Built]]] = [
     (re.compile(r"\b(?:since|after|from)\s+(?P<iso>\d{4}-\d{2}-\d{2}[t ]\d{2}:\d{2}(?::\d{2})?z?)"), _iso_since),
     (re.compile(r"\b(?:between|from)\s+(?P<a>" + _CLOCK + r")\s+(?:and|to|until|till|-)\s+(?P<b>" + _CLOCK
                 + r")(?:\s+(?:utc|z))?(?:\s+" + _DAY_REF + r")?"), _between),

@@ -89,8 +89,13 @@ CANARY = [
                       "it is looked at; the verdict comes with its evidence, the time it became "
                       "decidable and recommended traffic weights."),
     new_code_cell("from analytics import canary\n\n"
-                  "verdicts = canary.judge_all(conn, window=window)\n"
-                  "verdicts"),
+                  "verdicts = canary.judge(conn, window=window)  # every service with more than one live version\n"
+                  "for v in verdicts:\n"
+                  "    print(f\"{v.service} ({v.env}) {v.canary} vs {v.baseline}: {v.verdict}\")\n"
+                  "    print(\"   \", v.evidence)\n"
+                  "    print(\"    next weights:\", v.next_weights)"),
+    new_code_cell("# The evidence per route, for the first canary\n"
+                  "pl.DataFrame(verdicts[0].routes) if verdicts and verdicts[0].routes else None"),
     new_markdown_cell("## Baseline vs canary, minute by minute"),
     new_code_cell('per_5m = red.red(conn, window=window, by=["version"], service="PaymentService", bucket="5m")\n'
                   'import matplotlib.pyplot as plt\n\n'

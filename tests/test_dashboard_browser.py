@@ -64,7 +64,7 @@ def test_every_page_opens(browser_page: Any, name: str) -> None:
 def test_ask_shows_the_sql_and_the_callers(browser_page: Any) -> None:
     page, url, truth = browser_page
     _open(page, url, "Ask")
-    box = page.get_by_label("Question")
+    box = page.get_by_role("textbox", name="Question")
     box.fill("who calls PaymentService")
     box.press("Enter")
     page.locator('[data-testid="stCode"]').first.wait_for()

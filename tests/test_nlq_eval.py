@@ -284,3 +284,22 @@ def test_question_set_is_big_and_spread() -> None:
     assert {"topology", "access", "volume", "errors", "latency", "topk", "compare", "series", "spans",
             "diagnosis", "names"} <= set(cats)
     assert all(item["check"] in CHECKS for item in QUESTIONS)
+
+
+@pytest.mark.slow
+def test_percentiles_from_sketches_on_a_big_lake_setting(scenario, rollup_lake: Lake) -> None:
+    """With exact_percentile_max_rows=0 percentiles come from the rollup sketches: within 1% of
+    the nearest-rank percentile of the ground truth."""
+    from meshlens.settings import Settings
+
+    _, truth = scenario
+    frame = truth.requests_frame()
+    conn = catalog.connect(rollup_lake)
+    settings = Settings({"exact_percentile_max_rows": 0})
+    for item in [i for i in QUESTIONS if i["check"] == "scalar" and i["measure"] in ("p50", "p90", "p95", "p99")]:
+        answer = ask(conn, item["q"], now=parse_instant(item.get("now", DEFAULT_NOW)), settings=settings)
+        durations = _select(frame, item["where"], _window(item))["duration_ms"].to_numpy().astype(float)
+        exact = float(np.percentile(durations, int(item["measure"][1:]), method="inverted_cdf"))
+        got = _col(answer, MEASURE_COLUMN[item["measure"]])[0]
+        assert "lat_key" in answer.sql, item["q"]
+        assert abs(got - exact) <= 0.0101 * exact + 0.06, (item["q"], got, exact)

@@ -40,11 +40,11 @@ def _detail(ctx: Ctx, verdict: dict[str, Any]) -> None:
     with st.container(border=True):
         st.markdown(f"### :{color}-badge[{verdict['verdict'].replace('_', ' ')}] {verdict['service']}")
         st.markdown(verdict.get("evidence") or "")
-    facts = st.columns(4)
+    facts = st.columns(3)
     facts[0].metric("Baseline", verdict["baseline"])
     facts[1].metric("Canary", verdict["canary"])
     facts[2].metric("Decidable since", verdict.get("decided_at") or "not yet")
-    facts[3].metric("Recommended weights", data._weights(verdict.get("next_weights")) or "–")
+    st.markdown(f"**Recommended next weights:** {data.weights_text(verdict.get('next_weights')) or '–'}")
     traffic = verdict.get("traffic") or {}
     if traffic:
         st.caption("Traffic check: " + ", ".join(f"{k}: {v}" for k, v in traffic.items()))

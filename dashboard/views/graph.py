@@ -10,7 +10,8 @@ import streamlit as st
 from dashboard import charts, data, state, widgets
 from dashboard.state import Ctx
 
-LABELLED_EDGES = 25
+LABELLED_EDGES = 10
+"""Edge labels drawn on the whole graph (all of them when focused on one service)."""
 EDGE_COLUMNS = ("caller", "callee", "requests", "rps", "errors_5xx", "error_ratio", "p99_ms", "seen_in")
 
 
@@ -48,11 +49,14 @@ def _draw(nodes: list[dict[str, Any]], edges: list[dict[str, Any]], *, selected:
     for edge in edges:
         edge["label"] = (f"{widgets.rate(edge['rps'])} · {widgets.pct(edge['error_ratio'])} 5xx"
                          f" · p99 {widgets.ms(edge['p99_ms'])}")
-    busiest = sorted(edges, key=lambda e: e["requests"] or 0, reverse=True)[:LABELLED_EDGES]
+    limit = len(edges) if len(nodes) <= 20 else LABELLED_EDGES
+    busiest = sorted(edges, key=lambda e: e["requests"] or 0, reverse=True)[:limit]
     positions = charts.layered_positions([n["name"] for n in nodes],
                                          [(e["caller"], e["callee"]) for e in edges])
+    tallest = max(sum(1 for p in positions.values() if p[0] == x) for x, _ in positions.values())
     fig = charts.graph_figure(nodes, edges, positions=positions, selected=selected,
-                              labelled_edges={(e["caller"], e["callee"]) for e in busiest})
+                              labelled_edges={(e["caller"], e["callee"]) for e in busiest},
+                              height=max(420, min(1400, 24 * tallest)))
     event = st.plotly_chart(fig, key="service_graph", on_select="rerun", selection_mode="points",
                             config={"displaylogo": False, "scrollZoom": True})
     picked = _picked(event)

@@ -1,0 +1,97 @@
+"""Series readers (CSV, CloudWatch JSON) and the single-series detector."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import polars as pl
+import pytest
+
+from analytics import anomalies
+from analytics.series import parse_cloudwatch, parse_csv, read_series, split_series
+from meshlens.errors import InputError
+
+T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+
+def test_csv_reads_timestamp_value_as_utc(tmp_path):
+    path = tmp_path / "cpu.csv"
+    path.write_text("timestamp,value\n2014-02-14 14:30:00,0.132\n2014-02-14 14:35:00,0.5\n")
+    frame = read_series(path)
+    assert frame.columns == ["series", "timestamp", "value"]
+    assert frame.get_column("series").to_list() == ["cpu", "cpu"]
+    assert frame.get_column("timestamp").to_list() == [datetime(2014, 2, 14, 14, 30, tzinfo=timezone.utc),
+                                                       datetime(2014, 2, 14, 14, 35, tzinfo=timezone.utc)]
+    assert frame.get_column("value").to_list() == [0.132, 0.5]
+
+
+def test_csv_several_value_columns_and_epoch_times():
+    frame = parse_csv("time,a,b\n1700000000,1,2\n1700000060,3,4\n")
+    parts = split_series(frame)
+    assert list(parts) == ["a", "b"]
+    assert parts["b"].get_column("value").to_list() == [2.0, 4.0]
+    assert parts["a"].get_column("timestamp")[1] == datetime.fromtimestamp(1700000060, tz=timezone.utc)
+
+
+def test_csv_bad_number_names_the_line():
+    with pytest.raises(InputError, match=r"<csv>:3"):
+        parse_csv("timestamp,value\n2014-01-01T00:00:00Z,1\n2014-01-01T00:05:00Z,abc\n")
+
+
+def test_cloudwatch_get_metric_data_several_ids_newest_first():
+    doc = {"MetricDataResults": [
+        {"Id": "m1", "Label": "CPUUtilization", "Timestamps": ["2026-03-01T00:10:00+00:00", "2026-03-01T00:05:00+00:00"],
+         "Values": [50.0, 40.0], "StatusCode": "Complete"},
+        {"Id": "m2", "Timestamps": ["2026-03-01T00:05:00Z"], "Values": [7], "StatusCode": "Complete"}],
+        "Messages": []}
+    frame = parse_cloudwatch(json.dumps(doc))
+    parts = split_series(frame)
+    assert list(parts) == ["CPUUtilization", "m2"]
+    cpu = parts["CPUUtilization"]
+    assert cpu.get_column("value").to_list() == [40.0, 50.0]  # sorted oldest first
+    assert cpu.get_column("timestamp")[0] == T0 + timedelta(minutes=5)
+
+
+def test_cloudwatch_rejects_other_json(tmp_path):
+    path = tmp_path / "x.json"
+    path.write_text('{"Datapoints": []}')
+    with pytest.raises(InputError, match="MetricDataResults"):
+        read_series(path)
+
+
+def _series(values: np.ndarray) -> pl.DataFrame:
+    stamps = [T0 + timedelta(minutes=5 * i) for i in range(len(values))]
+    return pl.DataFrame({"series": "cpu", "timestamp": stamps, "value": values},
+                        schema_overrides={"timestamp": pl.Datetime("us", "UTC")})
+
+
+def _daily_noise(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 40 + 10 * np.sin(np.arange(n) / 288 * 2 * np.pi) + rng.normal(0, 1.5, n)
+
+
+def test_detect_series_finds_a_planted_level_shift_at_its_time():
+    values = _daily_noise(3000, seed=3)
+    values[2400:2460] += 45  # planted: +45 for five hours, far outside the noise
+    incidents = anomalies.detect_series(_series(values))
+    planted = T0 + timedelta(minutes=5 * 2400)
+    hits = [i for i in incidents if i.start <= planted + timedelta(minutes=30) and i.end >= planted]
+    assert hits, [i.summary for i in incidents]
+    assert hits[0].start >= planted  # causal: never before it happened
+    assert "baseline" in hits[0].reasons[0] and hits[0].services == ["cpu"]
+
+
+def test_detect_series_is_causal_future_points_do_not_change_past_scores():
+    values = _daily_noise(2000, seed=5)
+    full = anomalies.series_scores(_series(values).select("timestamp", "value"))
+    values2 = values.copy()
+    values2[1500:] += 100  # change only the future
+    cut = anomalies.series_scores(_series(values2).select("timestamp", "value"))
+    assert np.allclose(full.get_column("score").to_numpy()[:1500], cut.get_column("score").to_numpy()[:1500])
+
+
+def test_detect_series_on_clean_seasonal_noise_raises_at_most_one_alarm():
+    incidents = anomalies.detect_series(_series(_daily_noise(3000, seed=11)))
+    assert len(incidents) <= 1, [i.summary for i in incidents]
