@@ -46,3 +46,8 @@ def estimate(conn: duckdb.DuckDBPyConnection, prices: Mapping[str, Any], *, wind
     ).with_columns(
         (pl.col("cost_service_hours") + pl.col("cost_data") + pl.col("cost_requests")).alias("cost_total"),
     ).select(COLUMNS).sort(["cost_total", "service"], descending=[True, False])
+
+
+def total(frame: pl.DataFrame) -> float:
+    """The total estimated cost (USD) of an ``estimate`` frame."""
+    return float(frame["cost_total"].sum()) if frame.height else 0.0

@@ -101,6 +101,24 @@ def minute_series(
     )
 
 
+def latest_ts(conn: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The newest request start in the lake (None when it is empty)."""
+    return conn.execute("SELECT max(ts) FROM requests").fetchall()[0][0]
+
+
+def recent_errors(
+    conn: duckdb.DuckDBPyConnection, service: str, *, window: Window, env: str | None = None, limit: int = 50
+) -> pl.DataFrame:
+    """The latest 5xx requests of ``service`` in the window, newest first."""
+    filters = {c: v for c, v in (("service", service), ("env", env)) if v is not None}
+    where, params = where_sql("ts", window=window, filters=filters)
+    return conn.sql(
+        "SELECT ts, caller, version, env, method, route, path, status, duration_ms, failure_reason, "
+        f"request_id, trace_id FROM requests WHERE {where} AND status BETWEEN 500 AND 599 "
+        f"ORDER BY ts DESC LIMIT {int(limit)}", params=params,
+    ).pl()
+
+
 def normalize_by(by: Sequence[str]) -> list[str]:
     """Resolve aliases (principal, callee) and reject unknown keys; order kept, no repeats."""
     if isinstance(by, str):

@@ -16,10 +16,11 @@ unnesting, and rows of different grains can be added together (analytics.red til
 with days, hours and minutes). The narrow ``edges_*`` rollups answer per-service, per-edge and
 per-version questions from a fraction of the rows.
 
-A date is recomputed as a whole from its raw partition in one DuckDB pass: requests are first
-grouped by (minute, full key, bucket) into a temporary table, and every rollup is aggregated from
-that. Files are sorted by (service, time) with small row groups, so that a one-service query skips
-most of a file. Each file is written under a dot-prefixed name and renamed into place: readers
+A date is recomputed as a whole from its raw partition in one DuckDB session: names are first
+mapped to integer ids, requests grouped by (minute, key id, status class, bucket) into a
+temporary table, and each rollup summed from the finest level already computed (``PARENT``),
+then written with the names joined back. Files are sorted by (service, time) with small row
+groups, so that a one-service query skips most of a file. Each file is written under a dot-prefixed name and renamed into place: readers
 see the old file or the new one, never half of one. ``update`` redoes only the dates it is
 given (``meshlens ingest`` passes the dates it touched); ``rebuild`` redoes every date.
 """

@@ -13,7 +13,10 @@ per CPU-second: on a shared machine a single-threaded GoAccess and a two-core me
 unequal shares of the CPU, and the CPU figures say how much work each really does. meshlens's
 seconds are timed inside its process (interpreter start-up excluded; CPU time includes it).
 
-    .venv/bin/python -m bench.combined [--lines N] [--keep]
+    .venv/bin/python -m bench.combined [--lines N] [--keep] [--replicate REAL_LOG]
+
+``--replicate ../shared/samples/apache_combined/elastic-examples_apache_logs.log`` repeats the
+10,000 real Apache lines instead: few distinct paths and clients, GoAccess's best case.
 """
 
 from __future__ import annotations
@@ -73,6 +76,17 @@ def _batch(rng: np.random.Generator, n: int, offset: int, total: int) -> str:
     })
     line = pl.format('{} - - [{}] "{} {} HTTP/1.1" {} {} "-" "{}"', *[pl.col(c) for c in frame.columns])
     return "\n".join(frame.select(line).to_series().to_list()) + "\n"
+
+
+def replicate_file(source: Path, path: Path, *, lines: int) -> None:
+    """``source`` (a real log) repeated until the file has ``lines`` lines."""
+    text = source.read_bytes()
+    text = text if text.endswith(b"\n") else text + b"\n"
+    per_copy = text.count(b"\n")
+    with open(path, "wb") as out:
+        for _ in range(lines // per_copy):
+            out.write(text)
+        out.write(b"".join(text.splitlines(keepends=True)[: lines % per_copy]))
 
 
 _PARSE_ONLY = """
@@ -155,26 +169,39 @@ def _table(lines: int, runs: dict[str, dict[str, float]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _run_all(path: Path, work: Path, *, lines: int) -> dict[str, dict[str, float]]:
+    """The three runs, in order; meshlens must account for every line."""
+    runs = {"GoAccess 1.7 (baseline)": run_goaccess(path, work),
+            "meshlens parse only": run_meshlens(path, work, ingest=False),
+            "meshlens ingest (parse + identity + routes + Parquet)": run_meshlens(path, work, ingest=True)}
+    for name, r in runs.items():
+        if "rows" in r and r["rows"] + r["rejected"] != lines:
+            raise SystemExit(f"{name}: {r['rows']} rows + {r['rejected']} rejected != {lines} lines")
+    return runs
+
+
 def main(argv: list[str] | None = None) -> None:
     """Generate the file, run the three contenders, print and save the Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--keep", action="store_true", help="keep the generated file and outputs")
+    parser.add_argument("--replicate", type=Path, metavar="LOG",
+                        help="instead of generating, repeat this real log up to --lines lines")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="meshlens-bench-combined-"))
     try:
         path = work / "access.log"
-        write_combined_file(path, lines=args.lines)
-        runs = {"GoAccess 1.7 (baseline)": run_goaccess(path, work),
-                "meshlens parse only": run_meshlens(path, work, ingest=False),
-                "meshlens ingest (parse + identity + routes + Parquet)": run_meshlens(path, work, ingest=True)}
-        for name, r in runs.items():
-            if "rows" in r and r["rows"] + r["rejected"] != args.lines:
-                raise SystemExit(f"{name}: {r['rows']} rows + {r['rejected']} rejected != {args.lines} lines")
-        table = _table(args.lines, runs)
+        if args.replicate:
+            replicate_file(args.replicate, path, lines=args.lines)
+        else:
+            write_combined_file(path, lines=args.lines)
+        runs = _run_all(path, work, lines=args.lines)
+        source = f"`{args.replicate.name}` repeated" if args.replicate else "generated"
+        table = _table(args.lines, runs).replace("Combined-format log,", f"Combined-format log ({source}),", 1)
         print(table)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text("## Combined logs: meshlens vs GoAccess\n\n" + table)
+        target = RESULTS.with_name(f"combined-{args.replicate.stem}.md") if args.replicate else RESULTS
+        target.write_text("## Combined logs: meshlens vs GoAccess\n\n" + table)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -14,7 +14,10 @@ Rollup answers go through analytics.red with the sketch path forced (threshold 0
 answers are plain DuckDB SQL with ``quantile_disc``. The percentile error is the largest
 relative difference between the two p95 (p99 for the series) over all rows.
 
-    python -m bench.metrics [--sizes 10,50] [--keep DIR]
+    python -m bench.metrics [--sizes 10,50] [--keep DIR [--reuse]]
+
+Times are medians of 5 runs after a warm-up; ``*_cpu_ms`` is the process CPU time (all
+threads), the honest figure when other work shares the machine.
 """
 
 from __future__ import annotations
@@ -143,18 +146,20 @@ def _timed(func: Callable[[], pl.DataFrame], *, repeat: int = 5) -> tuple[float,
 def _error(fast: pl.DataFrame, exact: pl.DataFrame, *, on: list[str], col: str) -> float:
     joined = fast.join(exact, on=on, suffix="_raw")
     rel = ((joined[col] - joined[f"{col}_raw"]).abs() / joined[f"{col}_raw"]).max()
-    return float(rel or 0.0)
+    return float(rel) if isinstance(rel, (int, float)) else 0.0
 
 
-def run_size(root: Path, rows: int) -> list[dict[str, Any]]:
-    """Synthesize, roll up and time every query at one size."""
+def run_size(root: Path, rows: int, *, reuse: bool = False) -> list[dict[str, Any]]:
+    """Synthesize, roll up and time every query at one size (``reuse``: time an existing lake)."""
     lake = Lake(root / f"lake-{rows}")
-    started = time.perf_counter()
-    synthesize(lake, rows=rows)
-    synth_s = time.perf_counter() - started
-    started = time.perf_counter()
-    rollup.rebuild(lake)
-    build_s = time.perf_counter() - started
+    synth_s = build_s = float("nan")
+    if not (reuse and lake.has_files("rollups/edges_1d")):
+        started = time.perf_counter()
+        synthesize(lake, rows=rows)
+        synth_s = time.perf_counter() - started
+        started = time.perf_counter()
+        rollup.rebuild(lake)
+        build_s = time.perf_counter() - started
     conn = catalog.connect(lake, threads=2)
     forced = Settings({"exact_percentile_max_rows": 0})
     day = Window(DAY, DAY + timedelta(days=1))
@@ -209,12 +214,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="rollups vs raw rows")
     parser.add_argument("--sizes", default="10,50", help="millions of requests, comma-separated")
     parser.add_argument("--keep", type=Path, default=None, help="build the lakes here and keep them")
+    parser.add_argument("--reuse", action="store_true", help="with --keep: time lakes already built there")
     args = parser.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="meshlens-bench-metrics-"))
     results: list[dict[str, Any]] = []
     try:
         for size in (int(s) for s in args.sizes.split(",")):
-            results += run_size(root, size * 1_000_000)
+            results += run_size(root, size * 1_000_000, reuse=args.reuse)
             print(to_markdown(results), flush=True)
     finally:
         if args.keep is None:

@@ -76,15 +76,15 @@ def render_page(page: str, ctx: state.Ctx) -> None:
 
 
 def auto_refresh(lake: str, seconds: int | None) -> None:
-    """Re-read the lake and rerun the whole app every ``seconds`` when auto-refresh is on."""
+    """Every ``seconds``, look for new data in the lake and rerun the whole app when there is."""
     if not seconds:
         return
     st.session_state["_last_full_run"] = time.monotonic()
 
     @st.fragment(run_every=seconds)
     def _tick() -> None:
-        if time.monotonic() - st.session_state.get("_last_full_run", 0.0) >= seconds:
-            data.refresh(lake)
+        # Rerun the page only when new data arrived (sync clears the caches then).
+        if time.monotonic() - st.session_state.get("_last_full_run", 0.0) >= seconds and data.sync(lake):
             st.rerun(scope="app")
 
     _tick()
@@ -96,6 +96,7 @@ def main() -> None:
     state.apply_pending_navigation()
     started = time.perf_counter()
     lake = lake_path(sys.argv[1:])
+    data.sync(lake)
     try:
         ctx = sidebar(lake)
     except MeshlensError as exc:

@@ -1,5 +1,7 @@
 """Cached calls into analytics and nlq: the dashboard's only source of numbers.
 
+Cached answers live until the lake changes: ``sync`` (run at the top of every page) compares a
+cheap fingerprint of the lake's folders and clears the caches when new files were published.
 One DuckDB connection per lake (``st.cache_resource``); each call gets its own cursor of it,
 because Streamlit runs sessions in threads and one DuckDB connection serves one query at a time.
 User SQL and Ask run on a second connection that nlq.guard hardens, under a lock. Every call into
@@ -12,6 +14,7 @@ analytics or nlq function of the same name. A feature that has not been built ra
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,9 +32,9 @@ from meshlens import settings as settings_mod
 from meshlens.lake import Lake
 from meshlens.timewin import Window
 
-TTL_SECONDS = 60
-SLOW_TTL_SECONDS = 300
-"""Anomaly scoring and canary judging are slow: kept longer, and not dropped by a refresh."""
+TTL_SECONDS = 3600
+SLOW_TTL_SECONDS = 3600
+"""Answers are kept until the lake changes (``sync``), at most an hour."""
 
 
 class Unavailable(Exception):
@@ -98,14 +101,41 @@ TIMINGS: list[tuple[str, float]] = []
 """The latest uncached calls into analytics and their durations (``?timings=1`` shows them)."""
 
 
-def refresh(data: str) -> None:
-    """See partitions published since the connection opened, and forget cached answers."""
-    for shared in (_shared(data), _guarded(data)):
-        with shared.lock:
-            catalog.register_views(shared.conn, Lake(data))
-    for cached in (latest_ts, red, service_graph, callers, callees, recent_errors, denied,
-                   unauthenticated, tls_versions, policy_violations, cost, run_sql, ask):
-        cached.clear()
+def lake_version(data: str) -> tuple[int, int]:
+    """A cheap fingerprint of the lake: (folders, newest folder mtime).
+
+    Files are published by renaming them into a folder, which updates that folder's mtime, so
+    any new or removed file (raw data, rollups, manifest) changes the fingerprint.
+    """
+    count, newest = 0, 0
+    stack = [Path(data)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                newest = max(newest, folder.stat().st_mtime_ns)
+                count += 1
+                stack.extend(Path(e.path) for e in entries if e.is_dir(follow_symlinks=False))
+        except OSError:
+            continue
+    return count, newest
+
+
+_SEEN: dict[str, tuple[int, int]] = {}
+
+
+def sync(data: str) -> bool:
+    """Forget cached answers and re-register the views when the lake changed; True if it did."""
+    version = lake_version(data)
+    if _SEEN.get(data) == version:
+        return False
+    if data in _SEEN:
+        for shared in (_shared(data), _guarded(data)):
+            with shared.lock:
+                catalog.register_views(shared.conn, Lake(data))
+        st.cache_data.clear()
+    _SEEN[data] = version
+    return True
 
 
 @st.cache_data(show_spinner=False)
@@ -358,16 +388,22 @@ def price_note(data: str) -> str:
 
 
 # -- reports and questions ---------------------------------------------------------------------
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+@st.cache_data(ttl=SLOW_TTL_SECONDS, show_spinner=False, max_entries=20)
+def report(data: str, start: datetime, end: datetime, *, charts: bool = False) -> Any:
+    """analytics.report.build for the window (with the configured policy, if any)."""
+    path = policy_path(data)
+    policy = function("analytics.policy", "load_policy")(path) if path else None
+    return call(data, "analytics.report", "build", window=_window(start, end), policy=policy, charts=charts)
+
+
 def report_markdown(data: str, start: datetime, end: datetime) -> str:
-    """analytics.report as Markdown."""
-    return call(data, "analytics.report", "render_markdown", window=_window(start, end))
+    """analytics.report.render_md of the window's report (no charts)."""
+    return function("analytics.report", "render_md")(report(data, start, end))
 
 
-@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def report_html(data: str, start: datetime, end: datetime) -> str:
-    """analytics.report as HTML with embedded charts."""
-    return call(data, "analytics.report", "render_html", window=_window(start, end))
+    """analytics.report.render_html of the window's report, charts embedded."""
+    return function("analytics.report", "render_html")(report(data, start, end, charts=True))
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False, max_entries=200)

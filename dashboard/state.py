@@ -64,12 +64,11 @@ def apply_pending_navigation() -> None:
 
 
 def anchor_from(latest: datetime | None, *, now: datetime) -> datetime:
-    """End of the default range: now, or the newest data (rounded up to the minute) when older."""
-    if latest is None or latest >= now:
-        return now
-    latest = latest.astimezone(timezone.utc)
-    floor = latest.replace(second=0, microsecond=0)
-    return floor if floor == latest else floor + timedelta(minutes=1)
+    """End of the preset ranges: the next minute boundary after now, or after the newest data
+    when the lake is older than now. Whole minutes keep the cached answers valid for a minute."""
+    moment = now if latest is None or latest >= now else latest.astimezone(timezone.utc)
+    floor = moment.replace(second=0, microsecond=0)
+    return floor if floor == moment else floor + timedelta(minutes=1)
 
 
 def window_for(range_key: str, *, anchor: datetime, since: str = "", until: str = "") -> Window:

@@ -129,10 +129,12 @@ class _Tracker:
         self.files_done = 0
 
     def chunk_done(self, source: sources.Source, position: int) -> None:
+        """Report progress within ``source``."""
         if self.progress:
             self.progress(Progress(self.base + position, self.total, self.files_done, self.files_total, source.name))
 
     def file_done(self, source: sources.Source) -> None:
+        """Report ``source`` finished (taken in, skipped or ignored)."""
         self.base += _size(source.path)
         self.files_done += 1
         if self.progress:

@@ -116,6 +116,7 @@ class Reader:
 
     @property
     def position(self) -> int:
+        """Bytes of the stored (possibly compressed) file read so far."""
         return self.raw.tell()
 
     def read(self, size: int) -> bytes:

@@ -62,6 +62,7 @@ class _Globs:
                 self.exact.setdefault(pattern, name)
 
     def match(self, value: str) -> str | None:
+        """The name of the first pattern matching ``value``, exact ones first."""
         value = value.lower() if self.fold else value
         if value in self.exact:
             return self.exact[value]

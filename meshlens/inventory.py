@@ -79,6 +79,7 @@ class Inventory:
 
     @property
     def empty(self) -> bool:
+        """True when there is nothing in it (defaults only)."""
         return not (self.services or self.target_groups or self.envs)
 
 

@@ -5,8 +5,10 @@ The steps, each one guarded SQL (all shown in the answer):
 1. errors and latency by version, 2. by route, 3. by caller, 4. by env, 5. by status class,
 6. a per-minute timeline by version (onset of the errors, bursts, when a version started to take
    traffic), 7. the dependencies' errors and latency inside the bad period against outside it,
-8. for a question about a canary, the verdict of analytics.canary.judge (it reads raw rows, so
-   it runs only then, and only when the service has two live versions).
+8. for a question about a canary, the verdict of analytics.canary.judge (it scans raw rows, so
+   it runs only then, only when the service has two live versions, and only on a lake of at
+   most ``exact_percentile_max_rows`` requests; above that the playbook's own version
+   comparison from the rollups stands alone, to answer within seconds).
 
 Findings are ranked by a score (how far a slice stands out, times how much of the errors it
 explains). Blame needs evidence: a caller is named only when its own error ratio stands out
@@ -68,8 +70,10 @@ def diagnose(conn: duckdb.DuckDBPyConnection, plan: Any, *, settings: Settings, 
     window: Window = plan.window
     service = plan.service or _worst_canary_service(runner, window)
     if service is None:
-        return Answer([], [], "", "", backend=backend, window=window, intent="diagnosis",
-                      clarification="Which service? Name it, e.g. 'why is PaymentService failing?'")
+        why = (f"No canary stands out in {window}: no service has a version with a clearly higher error "
+               "ratio than its other versions. " if plan.slots.get("canary") else "")
+        return Answer([], [], ";\n\n".join(runner.sql), "", backend=backend, window=window, intent="diagnosis",
+                      clarification=why + "Which service? Name it, e.g. 'why is PaymentService failing?'")
     env = plan.slots.get("env")
     findings = run_steps(runner, service, window, env=env, slow=bool(plan.slots.get("slow")),
                          canary=bool(plan.slots.get("canary")))
@@ -342,8 +346,8 @@ def _analytics_findings(runner: Runner, service: str, window: Window, *, env: st
                         versions: list[dict[str, Any]]) -> list[Finding]:
     """The canary judge's verdicts (analytics.canary), when the service runs two versions."""
     live = [v for v in versions if v["version"] not in (None, "", "unknown") and (v["requests"] or 0) > 0]
-    if len(live) < 2:
-        return []  # no canary to judge; the judge reads raw rows, so skip it when pointless
+    if len(live) < 2 or _lake_requests(runner) > int(runner.settings["exact_percentile_max_rows"]):
+        return []  # the judge scans raw rows: only on a lake small enough to scan in a moment
     try:
         from analytics import canary
     except ImportError:
@@ -359,6 +363,14 @@ def _analytics_findings(runner: Runner, service: str, window: Window, *, env: st
         text = f"canary judge ({getattr(v, 'env', '') or 'all envs'}): {v.canary} vs {v.baseline}: {kind}; {v.evidence}"
         out.append(Finding(score, "canary verdict", text, str(v.canary)))
     return out
+
+
+def _lake_requests(runner: Runner) -> int:
+    """Requests in the whole lake (from the daily rollup when built, else the raw rows)."""
+    table = "edges_1d" if runner.rollups else "requests"
+    column = "sum(requests)" if runner.rollups else "count(*)"
+    row = runner.conn.execute(f"SELECT coalesce({column}, 0) FROM {table}").fetchone()
+    return int(row[0]) if row else 0
 
 
 def _worst_canary_service(runner: Runner, window: Window) -> str | None:
@@ -377,7 +389,7 @@ def _worst_canary_service(runner: Runner, window: Window) -> str | None:
         minority = min(versions, key=lambda v: v["requests"])
         rest = max(total["errors_5xx"] - minority["errors_5xx"], 0.5) / max(total["requests"] - minority["requests"], 1)
         factor = _ratio(minority) / rest
-        if factor > best_factor:
+        if factor > best_factor and _significant(minority, rest, z=2.5):
             best, best_factor = name, factor
     return best
 

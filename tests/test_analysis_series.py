@@ -95,3 +95,28 @@ def test_detect_series_is_causal_future_points_do_not_change_past_scores():
 def test_detect_series_on_clean_seasonal_noise_raises_at_most_one_alarm():
     incidents = anomalies.detect_series(_series(_daily_noise(3000, seed=11)))
     assert len(incidents) <= 1, [i.summary for i in incidents]
+
+
+def test_cli_anomalies_series_json(tmp_path, capsys):
+    from meshlens.cli import main
+
+    values = _daily_noise(3000, seed=3)
+    values[2400:2460] += 45
+    path = tmp_path / "cpu.csv"
+    stamps = [T0 + timedelta(minutes=5 * i) for i in range(len(values))]
+    path.write_text("timestamp,value\n" + "".join(f"{t:%Y-%m-%d %H:%M:%S},{v:.3f}\n" for t, v in zip(stamps, values)))
+    main(["anomalies", "--series", str(path), "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["columns"][0] == "start" and payload["series"] == str(path)
+    assert any(row[0] >= "2026-03-09T08:00:00Z" for row in payload["rows"])  # 2400 * 5 min after T0
+
+
+def test_cli_anomalies_missing_file_is_one_line(capsys):
+    import pytest as _pytest
+
+    from meshlens.cli import main
+
+    with _pytest.raises(SystemExit) as exit_info:
+        main(["anomalies", "--series", "/nonexistent/x.csv"])
+    assert exit_info.value.code == 1
+    assert "no such file" in capsys.readouterr().err

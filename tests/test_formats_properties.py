@@ -51,7 +51,7 @@ def _check(module, chunk: bytes, first_line_no: int) -> None:  # type: ignore[no
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunk=chunks, first_line_no=st.integers(1, 10**6))
 def test_no_input_crashes_any_parser_and_lines_are_accounted_for(chunk: bytes, first_line_no: int) -> None:
     for module in PARSERS:

@@ -155,3 +155,15 @@ def test_resolve_service(conn) -> None:  # type: ignore[no-untyped-def]
     assert resolve_service(conn, "OrdersReporting") == "OrdersReporting"  # a caller only
     with pytest.raises(UnknownNameError, match="no service named PaymentServce; did you mean PaymentService"):
         resolve_service(conn, "PaymentServce")
+
+
+def test_latest_ts_recent_errors_and_cost_total(conn, lake_rows) -> None:  # type: ignore[no-untyped-def]
+    from analytics import red
+
+    _, frame = lake_rows
+    assert red.latest_ts(conn) == frame["ts"].max()
+    errors = red.recent_errors(conn, "CartService", window=WINDOW, limit=5)
+    truth = frame.filter((pl.col("service") == "CartService") & pl.col("status").is_between(500, 599)).sort("ts", descending=True)
+    assert errors["ts"].to_list() == truth["ts"].head(5).to_list()
+    estimate = cost.estimate(conn, Settings(), window=WINDOW)
+    assert cost.total(estimate) == pytest.approx(estimate["cost_total"].sum())

@@ -7,7 +7,7 @@ import streamlit as st
 from dashboard import charts, data, widgets
 from dashboard.state import Ctx
 
-RED_TABLE = ("requests", "rps", "errors_5xx", "error_ratio", "client_errors_4xx", "p50_ms", "p99_ms")
+RED_TABLE = ("requests", "errors_5xx", "error_ratio", "client_errors_4xx", "p99_ms")
 
 
 def render(ctx: Ctx) -> None:

@@ -68,6 +68,7 @@ def _with_progress(run: Any) -> Any:
         task = bar.add_task("ingest", total=None)
 
         def report(p: Any) -> None:
+            """Move the bar to the bytes done."""
             name = Path(p.current).name
             bar.update(task, completed=p.bytes_done, total=p.bytes_total or None,
                        description=f"{p.files_done}/{p.files_total} {name[:40]}")

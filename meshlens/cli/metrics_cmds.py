@@ -127,7 +127,9 @@ def _neighbours(direction: str) -> click.Command:
 
         conn, settings = _open(data)
         win = _window(since, until, window, now)
-        name = _resolve(conn, service)
+        from analytics.services import resolve_service
+
+        name = resolve_service(conn, service)
         func = graph.callers if direction == "callers" else graph.callees
         frame = func(conn, name, window=win, env=env, settings=settings)
         _emit_frame(frame, as_json=as_json, title=f"{direction} of {name}", extra={"window": win.as_dict()},
