@@ -30,7 +30,7 @@ recent and seasonal baselines are the features.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -224,7 +224,7 @@ def _step_seconds(frame: pl.DataFrame) -> float:
     if len(frame) < 3:
         return 0.0
     diffs = frame.get_column("timestamp").diff().drop_nulls().dt.total_seconds()
-    return float(diffs.median() or 0.0)
+    return float(diffs.median() or 0.0)  # type: ignore[arg-type]
 
 
 def series_alerts(scored: pl.DataFrame, config: SeriesConfig = SeriesConfig()) -> np.ndarray:
@@ -238,7 +238,7 @@ def alerts_from_scores(score: np.ndarray, *, threshold: float, refractory: int) 
     """Causal alerting: alert when score >= threshold, then stay quiet for ``refractory`` points."""
     alerts = np.zeros(len(score), dtype=bool)
     quiet_until = -1
-    for index in np.flatnonzero(score >= threshold):
+    for index in np.flatnonzero(score >= threshold).tolist():
         if index > quiet_until:
             alerts[index] = True
             quiet_until = index + refractory
@@ -258,7 +258,7 @@ def detect_series(frame: pl.DataFrame, config: SeriesConfig = SeriesConfig()) ->
         row = part.row(peak, named=True)
         incidents.append(Incident(
             start=part.get_column("timestamp")[0], end=part.get_column("timestamp")[-1] + step,
-            peak=row["timestamp"], score=float(part.get_column("score").max() or 0.0),
+            peak=row["timestamp"], score=float(part.get_column("score").max() or 0.0),  # type: ignore[arg-type]
             services=[str(name)], reasons=[_series_reason(str(name), row, scored, lo)],
             series=[str(name)]))
     return incidents
@@ -266,7 +266,7 @@ def detect_series(frame: pl.DataFrame, config: SeriesConfig = SeriesConfig()) ->
 
 def _series_reason(name: str, row: dict[str, Any], scored: pl.DataFrame, lo: int) -> str:
     before = scored.slice(max(0, lo - 288), min(288, lo)).get_column("value")
-    base = float(before.median()) if len(before) else float("nan")
+    base = float(before.median()) if len(before) else float("nan")  # type: ignore[arg-type]
     value = float(row["value"])
     ratio = f" ({value / base:.1f}x)" if base and math.isfinite(base) and base > 0 else ""
     return (f"{name} {_num(value)} vs {_num(base)} baseline{ratio}, "
@@ -360,7 +360,7 @@ def _dense_minutes(frame: pl.DataFrame, *, end: datetime, pad: int) -> pl.DataFr
     frame = frame.join(first.select(*keys, "series_id"), on=keys).drop(keys)
     origin = frame.get_column("minute").min() - timedelta(minutes=pad)  # type: ignore[operator]
     last = _floor_minute(end - timedelta(microseconds=1))
-    grid = pl.DataFrame({"minute": pl.datetime_range(origin, last, "1m", eager=True)})
+    grid = pl.DataFrame({"minute": pl.datetime_range(origin, last, "1m", eager=True)})  # type: ignore[arg-type]
     grid = grid.with_columns(pl.col("minute").cast(frame.schema["minute"]))
     full = first.join(grid, how="cross").filter(pl.col("minute") >= pl.col("first") - timedelta(minutes=pad))
     dense = full.join(frame, on=["series_id", "minute"], how="left")
@@ -552,19 +552,20 @@ def _episode(sid: str, env: str, flagged: pl.DataFrame, series: pl.DataFrame) ->
     first = series.row(0, named=True)
     return _Episode(sid=sid, kind=str(first["kind"]), caller=str(first["caller"]), service=str(first["service"]),
                     env=env, start=series.get_column("minute").min(),  # type: ignore[arg-type]
-                    end=series.get_column("minute").max() + timedelta(minutes=1),  # type: ignore[operator]
+                    end=series.get_column("minute").max() + timedelta(minutes=1),  # type: ignore[operator,arg-type]
                     peak=peak["minute"], score=float(peak["rank"]), reason=_lake_reason(sid, series, first))
 
 
 def _lake_reason(sid: str, series: pl.DataFrame, first: dict[str, Any]) -> str:
     """'PaymentService 5xx ratio 4.1% vs 0.2% baseline (20x), p99 unchanged' over the episode."""
     n = float(series.get_column("requests").sum())
-    parts, quiet = [], []
-    checks = [("err", float(series.get_column("errors_5xx").sum()) / n if n else 0.0, first["p0_err"], "ratio"),
+    parts: list[str] = []
+    quiet: list[str] = []
+    checks: list[tuple[str, Any, Any, str]] = [("err", float(series.get_column("errors_5xx").sum()) / n if n else 0.0, first["p0_err"], "ratio"),
               ("cerr", float(series.get_column("client_errors_4xx").sum()) / n if n else 0.0, first["p0_cerr"], "ratio"),
               ("p99", series.get_column("p99_ms").median(), _exp(first["b_p99"]), "ms"),
               ("p50", series.get_column("p50_ms").median(), _exp(first["b_p50"]), "ms"),
-              ("rate", series.get_column("requests").mean(), _exp(first["b_rate"]) - 1, "rpm")]
+              ("rate", series.get_column("requests").mean(), (_exp(first["b_rate"]) or 1.0) - 1, "rpm")]
     for name, now, base, unit in checks:
         text, moved = _compare(name, now, base, unit)
         (parts if moved else quiet).append(text)

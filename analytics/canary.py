@@ -286,7 +286,8 @@ def latency_summary(conn: duckdb.DuckDBPyConnection, *, window: Window, service:
 
 
 def _where(window: Window, *, service: str | None, env: str | None) -> tuple[str, list[Any]]:
-    clauses, params = ["ts >= ?", "ts < ?"], [window.start, window.end]
+    clauses: list[str] = ["ts >= ?", "ts < ?"]
+    params: list[Any] = [window.start, window.end]
     if service:
         clauses.append("service = ?")
         params.append(service)
@@ -354,7 +355,7 @@ def _overlap_minutes(counts: pl.DataFrame, baseline: str, canary: str) -> list[d
     if both.is_empty():
         return []
     first, last = both.get_column("minute").min(), both.get_column("minute").max()
-    return pl.datetime_range(first, last, "1m", eager=True).to_list()  # type: ignore[arg-type]
+    return list(pl.datetime_range(first, last, "1m", eager=True))  # type: ignore[arg-type]
 
 
 def _arrays(counts: pl.DataFrame, minutes: list[datetime], version: str, column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -401,12 +402,12 @@ def _decide(verdict: CanaryVerdict, tests: list[_Test], minutes: list[datetime],
     gate_met = overall[0].arrays[2].sum() >= config.min_canary_requests and len(minutes) >= config.min_minutes
     if bad:
         verdict.verdict = "rollback"
-        verdict.decided_at = minutes[min(t.rollback_at for t in bad)] + timedelta(minutes=1)  # type: ignore[type-var]
+        verdict.decided_at = minutes[min(int(t.rollback_at or 0) for t in bad)] + timedelta(minutes=1)
     elif not gate_met:
         verdict.verdict = "insufficient_data"
     elif all(t.promote_at is not None for t in overall):
         verdict.verdict = "promote"
-        verdict.decided_at = minutes[max(t.promote_at for t in overall)] + timedelta(minutes=1)  # type: ignore[type-var]
+        verdict.decided_at = minutes[max(int(t.promote_at or 0) for t in overall)] + timedelta(minutes=1)
     else:
         verdict.verdict = "continue"
 

@@ -200,7 +200,8 @@ def _canary_chart(conn: duckdb.DuckDBPyConnection, window: Window, verdict: cana
         part = frame.filter(pl.col("version") == version)
         axis.plot(part.get_column("t").to_list(), (part.get_column("ratio") * 100).to_list(), marker=".", label=version)
     if verdict.decided_at:
-        axis.axvline(verdict.decided_at, color="black", linestyle="--", label=f"{verdict.verdict} decided")
+        axis.axvline(verdict.decided_at, color="black", linestyle="--",  # type: ignore[arg-type]
+                     label=f"{verdict.verdict} decided")
     axis.set_ylabel("5xx % / 30 min")
     axis.set_title(f"{verdict.service} canary {verdict.canary} vs {verdict.baseline}: {verdict.verdict}")
     axis.legend(fontsize=7)

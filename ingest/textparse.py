@@ -101,9 +101,10 @@ def _extract(
 
 def split_bad(frame: pl.DataFrame, bad: pl.Expr, *, reason: str) -> tuple[pl.DataFrame, Rejects]:
     """Rows where ``bad`` is false, and the others as rejects with ``reason``."""
-    flag = bad.fill_null(True)
-    rejected = frame.filter(flag)
-    return frame.filter(~flag), rejects_of(rejected, reason=reason)
+    flag = frame.select(bad.fill_null(True)).to_series()
+    if not flag.any():
+        return frame, []
+    return frame.filter(~flag), rejects_of(frame.filter(flag), reason=reason)
 
 
 def rejects_of(frame: pl.DataFrame, *, reason: str) -> Rejects:
