@@ -330,15 +330,3 @@ def empty_frame(*, keys: list[str], bucket: str | None) -> pl.DataFrame:
                       else pl.Boolean() if col == "low_sample" else pl.Float64())
     return pl.DataFrame(schema=types)
 
-
-
-def latest_ts(conn: duckdb.DuckDBPyConnection) -> datetime | None:
-    """The newest request time in the lake (UTC), None when it is empty.
-
-    The dashboard and notebooks end their default window here when the lake is older than now.
-    (Added by the dashboard engineer; Parquet min/max statistics keep it cheap.)
-    """
-    rows = conn.execute("SELECT max(ts) FROM requests").fetchall()  # fetchall: leaves no open result
-    if not rows or rows[0][0] is None:
-        return None
-    return rows[0][0].astimezone(timezone.utc)

@@ -20,6 +20,7 @@ Run: ``.venv/bin/python -m bench.canary`` (writes bench/results/canary.md).
 from __future__ import annotations
 
 import math
+from typing import Any
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,7 @@ def judge_both(arrays: tuple[np.ndarray, ...], config: JudgeConfig) -> Outcome:
     return Outcome(ours, kayenta, seen)
 
 
-def run(n_aa: int = 500, n_regression: int = 200, seed: int = 7) -> dict[str, object]:
+def run(n_aa: int = 500, n_regression: int = 200, seed: int = 7) -> dict[str, Any]:
     """Simulate and judge; returns the numbers of the results table."""
     rng, config = np.random.default_rng(seed), JudgeConfig(alpha=ALPHA)
     aa = [judge_both(simulate(rng, ratio=1.0), config) for _ in range(n_aa)]

@@ -16,7 +16,7 @@ relative difference between the two p95 (p99 for the series) over all rows.
 
     python -m bench.metrics [--sizes 10,50] [--keep DIR [--reuse]]
 
-Times are medians of 5 runs after a warm-up; ``*_cpu_ms`` is the process CPU time (all
+Times are medians of 3 runs after a warm-up; ``*_cpu_ms`` is the process CPU time (all
 threads), the honest figure when other work shares the machine.
 """
 
@@ -129,7 +129,7 @@ def raw_minutes(conn: Any, window: Window, service: str) -> pl.DataFrame:
           AND service = '{service}' GROUP BY ALL""").pl()
 
 
-def _timed(func: Callable[[], pl.DataFrame], *, repeat: int = 5) -> tuple[float, pl.DataFrame]:
+def _timed(func: Callable[[], pl.DataFrame], *, repeat: int = 3) -> tuple[float, pl.DataFrame]:
     """Median wall time in ms over ``repeat`` runs after one warm-up run."""
     func()  # warm the OS cache and DuckDB's metadata cache
     times, cpu, result = [], [], None

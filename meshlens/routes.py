@@ -18,7 +18,8 @@ are dropped, then every path segment that looks like an identifier is replaced b
 
 File names keep their extension and are judged on their stem with the strict rules only
 (numbers, dates, hex, UUIDs): ``/files/12345.pdf`` becomes ``/files/{id}.pdf`` while
-``/images/kibana-search.png`` and ``/files/logstash-1.3.2-monolithic.jar`` are kept. Ordinary
+``/images/kibana-search.png`` and ``/files/logstash-1.3.2-monolithic.jar`` are kept; a content
+hash in a file name is templated (``app.27138e04.js`` -> ``app.{id}.js``). Ordinary
 words (``/v1/charges``, ``/healthz``, ``/api/v2/users``, ``/oauth2/idpresponse``) are kept.
 
 Templating works on distinct paths only (a log holds far fewer distinct paths than lines), so

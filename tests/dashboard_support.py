@@ -38,10 +38,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def dashboard_server(lake: Path, *, timeout: float = 60) -> Iterator[str]:
+def dashboard_server(lake: Path, *, timeout: float = 60, env: dict[str, str] | None = None) -> Iterator[str]:
     """``meshlens dashboard`` on a free loopback port; yields its base URL."""
     port = free_port()
-    env = dict(os.environ, MESHLENS_DATA=str(lake))
+    env = dict(os.environ, MESHLENS_DATA=str(lake), **(env or {}))
     cmd = [str(Path(sys.executable).parent / "meshlens"), "dashboard", "--data", str(lake),
            "--port", str(port)]
     process = subprocess.Popen(cmd, env=env, cwd=str(ROOT), stdout=subprocess.PIPE,

@@ -30,7 +30,8 @@ def browser_page(scenario: Any) -> Iterator[tuple[Any, str, Any]]:
     sync_api = pytest.importorskip("playwright.sync_api")
     lake, truth = scenario
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with dashboard_server(lake.root) as url, sync_api.sync_playwright() as playwright:
+    policy = {"MESHLENS_POLICY": str(lake.root.parent / "logs" / "policy.toml")}
+    with dashboard_server(lake.root, env=policy) as url, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(240_000)

@@ -112,6 +112,7 @@ def test_service_page_without_service_lists_services(day: Any) -> None:
 def test_sql_page_runs_through_the_guard(day: Any) -> None:
     _, truth, params = day
     at = run_page("SQL", **params)
+    assert not at.dataframe  # nothing runs before the user asks
     at.text_area(key="sql_text").set_value("SELECT count(*) AS n FROM requests")
     at.button[0].click().run()
     assert_clean(at)

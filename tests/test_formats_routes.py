@@ -45,6 +45,8 @@ PAIRS = [
     ("/blog/geekery/118.html", "/blog/geekery/{id}.html"),
     ("/files/12345.pdf", "/files/{id}.pdf"),
     ("/files/blogposts/20071210/", "/files/blogposts/{id}/"),
+    ("/static/app.27138e04.js", "/static/app.{id}.js"),
+    ("/static/main-5e6852b9c1.css", "/static/main-{id}.css"),
     ("/blog/2007/May/20", "/blog/{id}/May/{id}"),
     # ordinary words, versions and file names stay
     ("/v1/charges", "/v1/charges"),

@@ -1,4 +1,8 @@
-"""Security: denied requests, unauthenticated calls, TLS versions and policy violations."""
+"""Security: policy violations, denied requests, unauthenticated calls and TLS versions.
+
+Some of these read raw rows, so each section runs in a parallel fragment: the page appears at
+once and each table fills in when its answer arrives.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +16,39 @@ def render(ctx: Ctx) -> None:
     """Draw the page."""
     st.header("Security")
     st.subheader("Policy violations")
+    _violations(ctx)
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Denied requests")
+        _denied(ctx)
+    with right:
+        st.subheader("Unauthenticated calls")
+        _unauthenticated(ctx)
+    st.subheader("TLS versions")
+    _tls(ctx)
+
+
+@st.fragment(parallel=True)
+def _violations(ctx: Ctx) -> None:
     try:
         widgets.table(data.policy_violations(ctx.data, ctx.start, ctx.end, env=ctx.env),
                       key="sec_policy", empty="No caller broke the allowed-caller policy.")
     except data.NoPolicy as exc:
         st.caption(str(exc))
-    left, right = st.columns(2)
-    with left:
-        st.subheader("Denied requests")
-        widgets.table(data.denied(ctx.data, ctx.start, ctx.end, env=ctx.env),
-                      key="sec_denied", empty="No request was denied.")
-    with right:
-        st.subheader("Unauthenticated calls")
-        widgets.table(data.unauthenticated(ctx.data, ctx.start, ctx.end, env=ctx.env),
-                      key="sec_unauth", empty="Every call was authenticated.")
-    st.subheader("TLS versions")
+
+
+@st.fragment(parallel=True)
+def _denied(ctx: Ctx) -> None:
+    widgets.table(data.denied(ctx.data, ctx.start, ctx.end, env=ctx.env),
+                  key="sec_denied", empty="No request was denied.")
+
+
+@st.fragment(parallel=True)
+def _unauthenticated(ctx: Ctx) -> None:
+    widgets.table(data.unauthenticated(ctx.data, ctx.start, ctx.end, env=ctx.env),
+                  key="sec_unauth", empty="Every call was authenticated.")
+
+
+@st.fragment(parallel=True)
+def _tls(ctx: Ctx) -> None:
     widgets.table(data.tls_versions(ctx.data, ctx.start, ctx.end, env=ctx.env), key="sec_tls")

@@ -21,10 +21,12 @@ def render(ctx: Ctx) -> None:
     with editor:
         with st.form("sql_form", border=False):
             sql = st.text_area("Query (one read-only SELECT)", value=EXAMPLE, height=220, key="sql_text")
-            st.form_submit_button("Run", type="primary")
+            if st.form_submit_button("Run", type="primary"):
+                st.session_state["sql_ran"] = sql
         st.caption("Runs through the SQL guard: one SELECT over the lake views, a LIMIT, a time "
                    "limit, no file or network access. The time range in the sidebar does not "
                    "apply here; filter on ts yourself.")
+        sql = st.session_state.get("sql_ran", "")
         if sql.strip():
             frame = data.run_sql(ctx.data, sql)
             st.caption(f"{frame.height:,} rows")
