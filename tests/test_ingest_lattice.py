@@ -131,7 +131,7 @@ _line = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_line, max_size=12), st.booleans())
 def test_property_every_line_is_a_row_or_a_reject(parts, trailing_newline):
     data = b"\n".join(parts) + (b"\n" if trailing_newline else b"")
@@ -143,7 +143,7 @@ def test_property_every_line_is_a_row_or_a_reject(parts, trailing_newline):
     assert all(isinstance(no, int) and no >= 1 for no, _, _ in parsed.rejects)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.binary(max_size=400))
 def test_property_arbitrary_bytes_never_crash(data):
     parsed = lattice.parse(data, first_line_no=1)

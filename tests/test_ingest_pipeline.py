@@ -251,7 +251,8 @@ _piece = st.one_of(
 )
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.slow
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(_piece, max_size=8), st.booleans())
 def test_property_rows_read_equals_stored_plus_rejected(tmp_path_factory, pieces, gzipped):
     data = lines(1) + b"".join(pieces)  # a good first line, so that the format is detected
