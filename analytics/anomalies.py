@@ -77,9 +77,9 @@ class SeriesConfig:
     min_warmup: int = 50
     max_train: int = 5000
     n_estimators: int = 48
-    threshold: float = 0.995
-    z_gate: float = 3.0
-    refractory_fraction: float = 0.05
+    threshold: float = 0.99  # these three: NAB threshold optimisation on the tuning folders (bench/nab.py)
+    z_gate: float = 5.0
+    refractory_fraction: float = 0.1
     seed: int = 7
 
 

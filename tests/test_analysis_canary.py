@@ -60,6 +60,7 @@ def regression_lake(tmp_path_factory):
     return build_lake(tmp_path_factory.mktemp("canary") / "lake", plan), plan
 
 
+@pytest.mark.slow
 def test_planted_route_regression_rolls_back_naming_the_route(regression_lake):
     lake, plan = regression_lake
     window = Window(START, START + timedelta(hours=plan.hours))
@@ -76,6 +77,7 @@ def test_planted_route_regression_rolls_back_naming_the_route(regression_lake):
     assert v.traffic["ok"] and v.traffic["expected"] == plan.canary_share
 
 
+@pytest.mark.slow
 def test_identical_versions_never_roll_back(tmp_path):
     plan = Plan(hours=6, seed=5, rate_per_min=200, canary_service="PaymentService", ar_sd=0.15)
     lake = build_lake(tmp_path / "lake", plan)

@@ -76,6 +76,7 @@ def _options(**kw) -> report.ReportOptions:
     return report.ReportOptions(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_html_report_parses_and_embeds_png_charts(canary_lake, tmp_path):
     result = report.run_once(canary_lake, _options(out=str(tmp_path / "r.html")))
     text = result.path.read_text()
@@ -96,6 +97,7 @@ def test_markdown_report_writes_charts_beside_it(canary_lake, tmp_path):
     assert text.startswith("# meshlens report")
 
 
+@pytest.mark.slow
 def test_webhook_down_keeps_the_message_then_delivers_it(canary_lake, tmp_path, hook):
     url, handler = hook
     handler.failures_left = 100  # down for the whole first run

@@ -72,6 +72,7 @@ def _daily_noise(n: int, seed: int) -> np.ndarray:
     return 40 + 10 * np.sin(np.arange(n) / 288 * 2 * np.pi) + rng.normal(0, 1.5, n)
 
 
+@pytest.mark.slow
 def test_detect_series_finds_a_planted_level_shift_at_its_time():
     values = _daily_noise(3000, seed=3)
     values[2400:2460] += 45  # planted: +45 for five hours, far outside the noise
@@ -83,6 +84,7 @@ def test_detect_series_finds_a_planted_level_shift_at_its_time():
     assert "baseline" in hits[0].reasons[0] and hits[0].services == ["cpu"]
 
 
+@pytest.mark.slow
 def test_detect_series_is_causal_future_points_do_not_change_past_scores():
     values = _daily_noise(2000, seed=5)
     full = anomalies.series_scores(_series(values).select("timestamp", "value"))
@@ -92,11 +94,13 @@ def test_detect_series_is_causal_future_points_do_not_change_past_scores():
     assert np.allclose(full.get_column("score").to_numpy()[:1500], cut.get_column("score").to_numpy()[:1500])
 
 
+@pytest.mark.slow
 def test_detect_series_on_clean_seasonal_noise_raises_at_most_one_alarm():
     incidents = anomalies.detect_series(_series(_daily_noise(3000, seed=11)))
     assert len(incidents) <= 1, [i.summary for i in incidents]
 
 
+@pytest.mark.slow
 def test_cli_anomalies_series_json(tmp_path, capsys):
     from meshlens.cli import main
 
