@@ -8,16 +8,17 @@ DEMO_DATA ?= meshlens-data
 
 .PHONY: demo test install bench clean lint
 
+PIP := $(BIN)/pip install -q --no-compile --disable-pip-version-check
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(PIP) -e .
 	touch $@
 
 $(TESTSTAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(PIP) -e '.[test]'
 	bash .ci/install-browser
 	touch $@ $(STAMP)
 
