@@ -28,12 +28,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 import duckdb
 import numpy as np
 import polars as pl
 
+from analytics import sketch
 from meshlens.errors import MeshlensError, UnknownNameError
 from meshlens.timewin import Window, iso
 
@@ -114,9 +116,10 @@ def loglik_path(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarr
 
 
 def confidence_sequence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
-                        alpha: float, prior_sd: float = 1.0, block: int = 5) -> SequentialResult:
+                        alpha: float, prior_sd: float = 1.0, block: int = 5,
+                        path: tuple[np.ndarray, np.ndarray] | None = None) -> SequentialResult:
     """Anytime-valid (1 - alpha) confidence sequence on the canary/baseline failure-rate ratio."""
-    cum, phis = loglik_path(n_b, e_b, n_c, e_c, block=block)
+    cum, phis = path if path is not None else loglik_path(n_b, e_b, n_c, e_c, block=block)
     cum = cum / phis[:, None]
     r = np.exp(LOG_GRID)
     weights = np.exp(-0.5 * (LOG_GRID / prior_sd) ** 2)
@@ -129,7 +132,8 @@ def confidence_sequence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: 
 
 
 def worse_evidence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
-                   prior_sd: float = 1.0, block: int = 5, restart_minutes: int = 30) -> np.ndarray:
+                   prior_sd: float = 1.0, block: int = 5, restart_minutes: int = 30,
+                   path: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """log of an e-process against "the canary fails no more often than the baseline" (r <= 1).
 
     A mixture (half-normal prior on log r > 0) of likelihood ratios against r = 1, started
@@ -137,9 +141,9 @@ def worse_evidence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.nd
     regression that begins hours into the canary is not diluted by the good hours before it.
     Each started mixture is a nonnegative martingale with mean 1 under r = 1 (and a
     supermartingale under r < 1), so their average is too: rejecting when it exceeds 1/alpha is
-    valid at every minute at once (Ville).
+    valid at every minute at once (Ville). ``path``: loglik_path's answer, when already computed.
     """
-    cum, phis = loglik_path(n_b, e_b, n_c, e_c, block=block)
+    cum, phis = path if path is not None else loglik_path(n_b, e_b, n_c, e_c, block=block)
     up = LOG_GRID > 0
     weights = np.exp(-0.5 * (LOG_GRID[up] / prior_sd) ** 2)
     log_w = np.log(weights / weights.sum())
@@ -157,11 +161,30 @@ def worse_evidence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.nd
 
 def causal_overdispersion(nb: np.ndarray, eb: np.ndarray, nc: np.ndarray, ec: np.ndarray,
                           cum: np.ndarray, *, block: int) -> np.ndarray:
-    """Per minute, the overdispersion factor estimated from the blocks completed so far."""
+    """Per minute, the overdispersion factor estimated from the blocks completed so far.
+
+    The same numbers as calling ``overdispersion`` on every prefix of whole blocks, computed for
+    all prefixes at once (one blocks-by-prefixes matrix instead of a Python loop).
+    """
     phis = np.ones(len(nb))
-    for end in range(block * 3, len(nb) + 1, block):
-        phi = overdispersion(nb[:end], eb[:end], nc[:end], ec[:end], cum[end - 1], block=block)
-        phis[end - 1:] = phi
+    count = len(nb) // block
+    if count < 3:
+        return phis
+    size = count * block
+    bnb, beb, bnc, bec = (x[:size].reshape(-1, block).sum(axis=1) for x in (nb, eb, nc, ec))
+    ends = np.arange(3, count + 1)  # prefixes of 3.. blocks
+    r_hat = np.exp(LOG_GRID[np.argmax(cum[ends * block - 1], axis=1)])[:, None]
+    m = beb + bec
+    ok = ((m > 0) & (bnb > 0) & (bnc > 0))[None, :] & (np.arange(count)[None, :] < ends[:, None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        theta = r_hat * bnc[None, :] / (r_hat * bnc[None, :] + bnb[None, :])
+        var = m[None, :] * theta * (1 - theta)
+        terms = (bec[None, :] - m[None, :] * theta) ** 2 / np.maximum(var, 1e-9)
+    chi2 = np.where(ok, terms, 0.0).sum(axis=1)
+    n_ok = ok.sum(axis=1)
+    phi = np.where(n_ok >= 3, np.maximum(1.0, (chi2 + 10.0) / (n_ok - 1 + 10.0)), 1.0)
+    phis[3 * block - 1:size] = np.repeat(phi, block)[: size - (3 * block - 1)]
+    phis[size:] = phi[-1]
     return phis
 
 
@@ -225,10 +248,12 @@ def change_point(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndar
 # Reading the lake
 # --------------------------------------------------------------------------------------
 def live_versions(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
-                  env: str | None = None, live_minutes: int = 15) -> pl.DataFrame:
+                  env: str | None = None, live_minutes: int = 15, rollups: bool = False) -> pl.DataFrame:
     """(service, env, version, requests, last_seen) of versions with traffic in the window's last minutes."""
-    where, params = _where(window, service=service, env=env)
     recent = window.end - timedelta(minutes=live_minutes)
+    if rollups:
+        return _live_versions_rollup(conn, window=window, service=service, env=env, recent=recent)
+    where, params = _where(window, service=service, env=env)
     sql = f"""
         SELECT service, env, version, count(*) AS requests, max(ts) AS last_seen
         FROM requests WHERE {where} AND version IS NOT NULL AND version <> ''
@@ -238,9 +263,9 @@ def live_versions(conn: duckdb.DuckDBPyConnection, *, window: Window, service: s
 
 
 def canary_pairs(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
-                 env: str | None = None) -> list[tuple[str, str | None, str, str]]:
+                 env: str | None = None, rollups: bool = False) -> list[tuple[str, str | None, str, str]]:
     """(service, env, baseline, canary) for every service with more than one live version."""
-    versions = live_versions(conn, window=window, service=service, env=env)
+    versions = live_versions(conn, window=window, service=service, env=env, rollups=rollups)
     pairs = []
     for (svc, environment), group in versions.group_by(["service", "env"], maintain_order=True):
         names = group.sort("requests", descending=True).get_column("version").to_list()
@@ -249,8 +274,10 @@ def canary_pairs(conn: duckdb.DuckDBPyConnection, *, window: Window, service: st
 
 
 def minute_counts(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
-                  baseline: str, canary: str) -> pl.DataFrame:
+                  baseline: str, canary: str, rollups: bool = False) -> pl.DataFrame:
     """Per (method, route, version, minute): requests, 5xx, slow (over the pooled route p99)."""
+    if rollups:
+        return _minute_counts_rollup(conn, window=window, service=service, env=env, baseline=baseline, canary=canary)
     where, params = _where(window, service=service, env=env)
     sql = f"""
         WITH base AS (SELECT method, coalesce(route, path, '') AS route, version, ts, status, duration_ms
@@ -266,8 +293,11 @@ def minute_counts(conn: duckdb.DuckDBPyConnection, *, window: Window, service: s
 
 
 def latency_summary(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
-                    baseline: str, canary: str, since: datetime) -> pl.DataFrame:
+                    baseline: str, canary: str, since: datetime, rollups: bool = False) -> pl.DataFrame:
     """Per (scope, version): requests, 5xx, p50, p99, and the canary's share slower than the baseline p99."""
+    if rollups:
+        return _latency_summary_rollup(conn, window=Window(max(since, window.start), window.end), service=service,
+                                       env=env, baseline=baseline, canary=canary)
     where, params = _where(Window(max(since, window.start), window.end), service=service, env=env)
     sql = f"""
         WITH base AS (SELECT method || ' ' || coalesce(route, path, '') AS scope, version, status, duration_ms
@@ -298,6 +328,128 @@ def _where(window: Window, *, service: str | None, env: str | None) -> tuple[str
 
 
 # --------------------------------------------------------------------------------------
+# Reading the rollups (same answers from requests_1m / edges_1m when they cover the window)
+# --------------------------------------------------------------------------------------
+def rollups_cover(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
+                  env: str | None = None) -> bool:
+    """True when the window is minute-aligned and edges_1m holds exactly the raw requests of it."""
+    if window.start.second or window.start.microsecond or window.end.second or window.end.microsecond:
+        return False
+    try:
+        where, params = _rollup_where(window, service=service, env=env)
+        rolled = conn.execute(f"SELECT coalesce(sum(requests), 0) FROM edges_1m WHERE {where}", params).fetchall()[0][0]
+    except duckdb.Error:
+        return False
+    if not rolled:
+        return False
+    raw_where, raw_params = _where(window, service=service, env=env)
+    raw = conn.execute(f"SELECT count(*) FROM requests WHERE {raw_where}", raw_params).fetchall()[0][0]
+    return int(rolled) == int(raw)
+
+
+def _rollup_where(window: Window, *, service: str | None, env: str | None) -> tuple[str, list[Any]]:
+    """Minute window (with date pruning) and filters on a ``*_1m`` rollup."""
+    last_day = (window.end - timedelta(microseconds=1)).date()
+    clauses = ["minute >= ?", "minute < ?", f"date >= DATE '{window.start.date().isoformat()}'",
+               f"date <= DATE '{last_day.isoformat()}'"]
+    params: list[Any] = [window.start, window.end]
+    for col, value in (("service", service), ("env", env)):
+        if value:
+            clauses.append(f"{col} = ?")
+            params.append(value)
+    return " AND ".join(clauses), params
+
+
+def _live_versions_rollup(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None,
+                          env: str | None, recent: datetime) -> pl.DataFrame:
+    where, params = _rollup_where(window, service=service, env=env)
+    sql = f"""
+        SELECT service, env, version, sum(requests)::BIGINT AS requests, max(minute) AS last_seen
+        FROM edges_1m WHERE {where} AND version IS NOT NULL AND version <> ''
+        GROUP BY ALL HAVING max(minute) >= ? ORDER BY service, env, requests DESC
+    """
+    return conn.sql(sql, params=[*params, recent]).pl()
+
+
+_P99_KEY_SQL = f"""
+     sk AS (SELECT method, route, k, sum(c) AS c FROM base WHERE k IS NOT NULL GROUP BY ALL),
+     cum AS (SELECT method, route, k, sum(c) OVER (PARTITION BY method, route ORDER BY k) AS cum,
+                    sum(c) OVER (PARTITION BY method, route) AS tot FROM sk),
+     thr AS (SELECT method, route, min(k) FILTER (WHERE cum >= {sketch.rank_sql(0.99, 'tot')}) AS k99
+             FROM cum GROUP BY ALL)"""
+
+
+def _minute_counts_rollup(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
+                          baseline: str, canary: str) -> pl.DataFrame:
+    """minute_counts from requests_1m: "slow" is above the sketch bucket of the pooled route p99."""
+    where, params = _rollup_where(window, service=service, env=env)
+    sql = f"""
+        WITH base AS (SELECT method, coalesce(route, '') AS route, version, minute, lat_key AS k,
+                             requests AS n, errors_5xx AS e, duration_count AS c
+                      FROM requests_1m WHERE {where} AND version IN (?, ?)),
+        {_P99_KEY_SQL}
+        SELECT b.method, b.route, b.version, b.minute, sum(b.n)::DOUBLE AS n, sum(b.e)::DOUBLE AS e,
+               coalesce(sum(b.c) FILTER (WHERE b.k > t.k99), 0)::DOUBLE AS slow
+        FROM base b JOIN thr t USING (method, route) GROUP BY ALL
+    """
+    return conn.sql(sql, params=[*params, baseline, canary]).pl()
+
+
+def _latency_summary_rollup(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str,
+                            env: str | None, baseline: str, canary: str) -> pl.DataFrame:
+    """latency_summary from requests_1m: percentiles and the baseline p99 from merged sketches."""
+    where, params = _rollup_where(window, service=service, env=env)
+    sql = f"""
+        WITH base AS (SELECT method || ' ' || coalesce(route, '') AS scope, version, lat_key AS k,
+                             requests AS n, errors_5xx AS e, duration_count AS c
+                      FROM requests_1m WHERE {where} AND version IN (?, ?))
+        SELECT scope, version, k, sum(n)::BIGINT AS n, sum(e)::BIGINT AS e, sum(c)::BIGINT AS c
+        FROM (SELECT '' AS scope, version, k, n, e, c FROM base UNION ALL SELECT * FROM base) GROUP BY ALL
+    """
+    buckets = conn.sql(sql, params=[*params, baseline, canary]).pl()
+    group = ["scope", "version"]
+    keys = buckets.filter(pl.col("k").is_not_null()).sort([*group, "k"]).with_columns(
+        pl.col("c").cum_sum().over(group).alias("cum"), pl.col("c").sum().over(group).alias("tot"))
+    quant = keys.group_by(group).agg(*[pl.col("k").filter(pl.col("cum") >= _rank_expr(q)).min().alias(name)
+                                       for name, q in (("k50", 0.5), ("k99", 0.99))])
+    base_k = quant.filter(pl.col("version") == baseline).select("scope", pl.col("k99").alias("base_k"))
+    slower = buckets.join(base_k, on="scope", how="left").group_by(group).agg(
+        pl.col("n").sum().alias("requests"), pl.col("e").sum().alias("errors_5xx"),
+        pl.col("c").filter(pl.col("k") > pl.col("base_k")).sum().alias("_slow"))
+    out = slower.join(quant, on=group, how="left")
+    return out.select(
+        *group, "requests", "errors_5xx", _key_value(pl.col("k50")).alias("p50_ms"),
+        _key_value(pl.col("k99")).alias("p99_ms"),
+        (pl.col("_slow") / pl.col("requests")).cast(pl.Float64).alias("slower_than_baseline_p99"))
+
+
+def _rank_expr(q: float) -> pl.Expr:
+    """Nearest rank of ``q`` among ``tot`` (sketch.rank, in polars)."""
+    frac = Fraction(str(q))
+    return ((pl.col("tot") * frac.numerator + frac.denominator - 1) // frac.denominator).clip(lower_bound=1)
+
+
+def _key_value(key: pl.Expr) -> pl.Expr:
+    """The duration a sketch bucket key stands for (sketch.estimate, in polars)."""
+    value = 2.0 * pl.lit(sketch.GAMMA).pow(key.cast(pl.Float64)) / (sketch.GAMMA + 1.0)
+    return pl.when(key == sketch.ZERO_KEY).then(pl.lit(0.0)).otherwise(value)
+
+
+def _known_versions_rollup(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str,
+                           env: str | None) -> list[str]:
+    where, params = _rollup_where(window, service=service, env=env)
+    rows = conn.execute(f"SELECT DISTINCT version FROM edges_1m WHERE {where} AND requests > 0", params).fetchall()
+    return [r[0] for r in rows if r[0] is not None]
+
+
+def _envs_of_rollup(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
+                    versions: tuple[str, str]) -> list[Any]:
+    where, params = _rollup_where(window, service=service, env=env)
+    return conn.execute(f"SELECT env, count(DISTINCT version) FROM edges_1m WHERE {where} AND version IN (?, ?) "
+                        "GROUP BY env HAVING count(DISTINCT version) = 2 ORDER BY env", [*params, *versions]).fetchall()
+
+
+# --------------------------------------------------------------------------------------
 # Judging
 # --------------------------------------------------------------------------------------
 @dataclass
@@ -316,23 +468,25 @@ def judge(conn: duckdb.DuckDBPyConnection, service: str | None = None, *, window
     """Verdicts for one named pair, every canary of one service, or every service with >1 live version."""
     if (baseline is None) != (canary is None):
         raise MeshlensError("give both --baseline and --canary, or neither")
-    if baseline and canary:
-        if not service:
-            raise MeshlensError("--baseline/--canary need a SERVICE")
-        _check_versions(conn, window=window, service=service, env=env, names=(baseline, canary))
-        envs = _envs_of(conn, window=window, service=service, env=env, versions=(baseline, canary))
+    if baseline and not service:
+        raise MeshlensError("--baseline/--canary need a SERVICE")
+    rollups = rollups_cover(conn, window=window, service=service, env=env)
+    if baseline and canary and service:
+        _check_versions(conn, window=window, service=service, env=env, names=(baseline, canary), rollups=rollups)
+        envs = _envs_of(conn, window=window, service=service, env=env, versions=(baseline, canary), rollups=rollups)
         pairs = [(service, e, baseline, canary) for e in envs]
     else:
-        pairs = canary_pairs(conn, window=window, service=service, env=env)
+        pairs = canary_pairs(conn, window=window, service=service, env=env, rollups=rollups)
     return [judge_pair(conn, window=window, service=s, env=e, baseline=b, canary=c,
-                       expected_share=expected_share, config=config) for s, e, b, c in pairs]
+                       expected_share=expected_share, config=config, rollups=rollups) for s, e, b, c in pairs]
 
 
 def judge_pair(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
                baseline: str, canary: str, expected_share: float | None = None,
-               config: JudgeConfig = JudgeConfig()) -> CanaryVerdict:
+               config: JudgeConfig = JudgeConfig(), rollups: bool = False) -> CanaryVerdict:
     """The verdict for one (service, env, baseline, canary) over the minutes both served traffic."""
-    counts = minute_counts(conn, window=window, service=service, env=env, baseline=baseline, canary=canary)
+    counts = minute_counts(conn, window=window, service=service, env=env, baseline=baseline, canary=canary,
+                           rollups=rollups)
     minutes = _overlap_minutes(counts, baseline, canary)
     verdict = CanaryVerdict(service=service, env=env, baseline=baseline, canary=canary,
                             verdict="insufficient_data", evidence="", decided_at=None, since=None,
@@ -343,7 +497,7 @@ def judge_pair(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str,
         return verdict
     tests = _run_tests(counts, minutes, baseline, canary, config)
     _decide(verdict, tests, minutes, config)
-    _describe(conn, verdict, tests, minutes, window=window, config=config)
+    _describe(conn, verdict, tests, minutes, window=window, config=config, rollups=rollups)
     verdict.traffic = traffic_share(tests[0].arrays, minutes, expected=expected_share, config=config)
     verdict.next_weights = next_weights(verdict.verdict, verdict.traffic, baseline, canary)
     return verdict
@@ -379,18 +533,19 @@ def _run_tests(counts: pl.DataFrame, minutes: list[datetime], baseline: str, can
         for metric, column in (("5xx", "e"), ("slow", "slow")):
             n_b, e_b = _arrays(part, minutes, baseline, column)
             n_c, e_c = _arrays(part, minutes, canary, column)
+            path = loglik_path(n_b, e_b, n_c, e_c, block=config.block_minutes)
             result = confidence_sequence(n_b, e_b, n_c, e_c, alpha=alpha, prior_sd=config.prior_sd,
-                                         block=config.block_minutes)
-            tests.append(_make_test(scope, metric, (n_b, e_b, n_c, e_c), result, config, alpha=alpha))
+                                         block=config.block_minutes, path=path)
+            tests.append(_make_test(scope, metric, (n_b, e_b, n_c, e_c), result, config, alpha=alpha, path=path))
     return tests
 
 
 def _make_test(scope: str, metric: str, arrays: tuple[np.ndarray, ...], result: SequentialResult,
-               config: JudgeConfig, *, alpha: float) -> _Test:
+               config: JudgeConfig, *, alpha: float, path: tuple[np.ndarray, np.ndarray] | None = None) -> _Test:
     n_c = arrays[2]
     gate = (np.cumsum(n_c) >= config.min_canary_requests) & (np.arange(len(n_c)) + 1 >= config.min_minutes)
     promote_gate = np.cumsum(n_c) >= config.min_promote_requests
-    evidence = worse_evidence(*arrays, prior_sd=config.prior_sd, block=config.block_minutes)  # type: ignore[misc]
+    evidence = worse_evidence(*arrays, prior_sd=config.prior_sd, block=config.block_minutes, path=path)  # type: ignore[misc]
     return _Test(scope, metric, arrays, result,  # type: ignore[arg-type]
                  rollback_at=first_true(gate & (evidence >= math.log(1 / alpha))),
                  promote_at=first_true(promote_gate & gate & (result.upper < config.promote_ratio)))
@@ -421,7 +576,7 @@ def _deciding_test(verdict: CanaryVerdict, tests: list[_Test]) -> _Test:
 
 
 def _describe(conn: duckdb.DuckDBPyConnection, verdict: CanaryVerdict, tests: list[_Test],
-              minutes: list[datetime], *, window: Window, config: JudgeConfig) -> None:
+              minutes: list[datetime], *, window: Window, config: JudgeConfig, rollups: bool = False) -> None:
     """Fill since, the tables and the one-sentence evidence."""
     deciding = _deciding_test(verdict, tests)
     since_idx = 0
@@ -429,7 +584,8 @@ def _describe(conn: duckdb.DuckDBPyConnection, verdict: CanaryVerdict, tests: li
         since_idx = change_point(*deciding.arrays, ratio=float(deciding.result.ratio[-1]))
     verdict.since = minutes[since_idx]
     summary = latency_summary(conn, window=window, service=verdict.service, env=verdict.env,
-                              baseline=verdict.baseline, canary=verdict.canary, since=verdict.since)
+                              baseline=verdict.baseline, canary=verdict.canary, since=verdict.since,
+                              rollups=rollups)
     verdict.overall = _scope_rows(summary, tests, "", verdict)
     verdict.routes = [row for t in tests if t.scope and t.metric == "5xx"
                       for row in _scope_rows(summary, tests, t.scope, verdict)]
@@ -540,17 +696,20 @@ def next_weights(verdict: str, traffic: dict[str, Any], baseline: str, canary: s
 
 
 def _check_versions(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
-                    names: tuple[str, str]) -> None:
+                    names: tuple[str, str], rollups: bool = False) -> None:
     where, params = _where(window, service=service, env=env)
-    known = [r[0] for r in conn.execute(f"SELECT DISTINCT version FROM requests WHERE {where}", params).fetchall()
-             if r[0] is not None]
+    known = (_known_versions_rollup(conn, window=window, service=service, env=env) if rollups else
+             [r[0] for r in conn.execute(f"SELECT DISTINCT version FROM requests WHERE {where}", params).fetchall()
+              if r[0] is not None])
     for name in names:
         if name not in known:
             raise UnknownNameError(f"version of {service} in {window}", name, known)
 
 
 def _envs_of(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
-             versions: tuple[str, str]) -> list[str | None]:
+             versions: tuple[str, str], rollups: bool = False) -> list[str | None]:
+    if rollups:
+        return [r[0] for r in _envs_of_rollup(conn, window=window, service=service, env=env, versions=versions)] or [env]
     where, params = _where(window, service=service, env=env)
     rows = conn.execute(f"SELECT env, count(DISTINCT version) FROM requests WHERE {where} AND version IN (?, ?) "
                         "GROUP BY env HAVING count(DISTINCT version) = 2 ORDER BY env", [*params, *versions]).fetchall()

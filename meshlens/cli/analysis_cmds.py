@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import click
 
 from meshlens.cli.common import (data_option, emit_table, json_option, load_settings, open_lake,
                                  resolve_window, window_options)
+from meshlens import timewin
 from meshlens.timewin import iso
 
 INCIDENT_COLUMNS = ["start", "end", "peak", "env", "services", "edges", "reason", "score"]
@@ -96,7 +98,7 @@ def canary_cmd(data: str | None, since: str | None, until: str | None, window: s
     from analytics import canary
 
     conn = _connect(data)
-    win = resolve_window(since, until, window, now)
+    win = resolve_window(since, until, window, now or _end_of_data(conn, until))
     verdicts = canary.judge(conn, _resolve_service(conn, service), window=win, env=env, baseline=baseline,
                             canary=canary_version, expected_share=expected_share)
     rows = [[v.service, v.env, v.baseline, v.canary, v.verdict, v.decided_at, v.since, v.evidence,
@@ -104,6 +106,21 @@ def canary_cmd(data: str | None, since: str | None, until: str | None, window: s
     notes = [] if verdicts else [f"no service with more than one live version in {win}"]
     emit_table(CANARY_COLUMNS, rows, as_json=as_json, title="Canaries", notes=notes,
                extra={"window": win.as_dict(), "verdicts": [v.as_dict() for v in verdicts]})
+
+
+def _end_of_data(conn: Any, until: str | None) -> str | None:
+    """When the lake's newest request is older than the clock, judge as of the end of the data.
+
+    Logs arrive late (S3 delivery takes minutes, demo data ends on the hour): without this a
+    canary that was live when the data stops would look finished.
+    """
+    from analytics.red import latest_ts
+
+    newest = latest_ts(conn)
+    if until or newest is None or newest >= timewin.utcnow() - timedelta(minutes=15):
+        return None
+    click.echo(f"note: the newest data is from {timewin.iso(newest)}; judging as of then (pin it with --now)", err=True)
+    return timewin.iso(newest.replace(second=0, microsecond=0) + timedelta(minutes=1))
 
 
 @click.command("report")

@@ -165,7 +165,7 @@ def inventory_import(files: tuple[Path, ...], out: Path | None) -> None:
 @click.command()
 @click.option("--no-dashboard", is_flag=True, help="Stop after the summary; do not start the dashboard.")
 @click.option("--hours", type=int, default=24, show_default=True, help="Hours of traffic to generate.")
-@click.option("--scale", type=float, default=0.25, show_default=True, help="Traffic scale of the scenario.")
+@click.option("--scale", type=float, default=1.0, show_default=True, help="Traffic scale of the scenario (1.0: about 400,000 requests a day).")
 @data_option
 def demo(no_dashboard: bool, hours: int, scale: float, data: str | None) -> None:
     """Generate the demo scenario, take it in, print a summary, start the dashboard."""
