@@ -22,9 +22,11 @@ Flagged
     ``merge_gap_minutes``) of related series (sharing a service: a failing dependency, the edges
     into it and the callers that fail with it) become one ``Incident``.
 
-The same forest, features and refit schedule score a single metric series (``detect_series``:
-CSV or CloudWatch exports, NAB files): there the series' level and its deviations from the
-recent and seasonal baselines are the features.
+The same forest and refit schedule score a single metric series (``detect_series``: CSV or
+CloudWatch exports, NAB files): there the series' level and its deviations from the recent,
+long, short-window and seasonal baselines are the features, and ``analytics.series_detector``
+turns the forest ranks into Numenta's anomaly likelihood (plus a flag when a value leaves the
+range seen so far); an alert silences the series for ``refractory_fraction`` of its length.
 """
 
 from __future__ import annotations
@@ -77,8 +79,13 @@ class SeriesConfig:
     min_warmup: int = 50
     max_train: int = 5000
     n_estimators: int = 48
-    threshold: float = 0.99  # these three: NAB threshold optimisation on the tuning folders (bench/nab.py)
-    z_gate: float = 5.0
+    short_points: int = 6
+    likelihood_short: int = 5  # Numenta's anomaly likelihood over the forest ranks (series_detector)
+    likelihood_long: int = 2000  # this and the next three: NAB threshold optimisation on the tuning folders
+    likelihood_learn: int = 150
+    spatial_margin: float = 0.2
+    threshold: float = 0.15  # on the log-likelihood score (bench/nab.py)
+    z_gate: float = 4.0
     refractory_fraction: float = 0.1
     seed: int = 7
 
@@ -173,19 +180,13 @@ def _fit_and_rank(train: np.ndarray, rows: np.ndarray, n_estimators: int, seed: 
 # --------------------------------------------------------------------------------------
 def series_scores(frame: pl.DataFrame, config: SeriesConfig = SeriesConfig()) -> pl.DataFrame:
     """Per point: timestamp, value, the context features, ``rank`` (forest) and ``score`` in [0, 1]."""
+    from analytics import series_detector  # the series scorer builds on the forest defined here
+
     frame = frame.sort("timestamp").drop_nulls("value").filter(pl.col("value").is_finite())
-    feats = _series_features(frame, config)
-    names = ["level", "z_recent", "z_long", "z_diff", "z_season"]
-    matrix = np.nan_to_num(feats.select(names).to_numpy(), nan=0.0, posinf=50, neginf=-50)
-    matrix = np.clip(matrix, -50, 50)
-    n = len(feats)
-    warm = max(config.min_warmup, int(config.warmup_fraction * n))
-    rank = causal_forest_scores(matrix, np.arange(n), first_fit=warm, refit_every=config.refit_every,
-                                train_rows=config.max_train, n_estimators=config.n_estimators,
-                                seed=config.seed)
-    gate = np.max(np.abs(matrix[:, 1:]), axis=1)
-    score = np.where(gate >= config.z_gate, np.nan_to_num(rank, nan=0.0), 0.0)
-    return feats.with_columns(pl.Series("rank", rank), pl.Series("gate", gate), pl.Series("score", score))
+    feats = series_detector.raw_components(frame, config)
+    score = series_detector.combined_score(feats.get_column("rank").to_numpy(), feats.get_column("gate").to_numpy(),
+                                           feats.get_column("spatial").to_numpy(), config)
+    return feats.with_columns(pl.Series("score", score))
 
 
 def _series_features(frame: pl.DataFrame, config: SeriesConfig) -> pl.DataFrame:
@@ -206,6 +207,8 @@ def _series_features(frame: pl.DataFrame, config: SeriesConfig) -> pl.DataFrame:
         ((value - long_med) / scale).alias("z_long"),
         (diff / pl.max_horizontal(diff_scale, scale * 0.1)).alias("z_diff"),
         _season_z(value, period, scale).alias("z_season"),
+        ((value.rolling_mean(window_size=config.short_points, min_samples=1)
+          - past.rolling_mean(window_size=config.long_points, min_samples=10)) / scale).alias("z_short"),
     ]
     return frame.with_columns(exprs).with_columns(pl.col("z_season").fill_null(0.0))
 

@@ -10,19 +10,27 @@ of each file (at most 750 points) is probationary and not scored. A set of files
 as 100 * (raw - null) / (perfect - null), where the null detector detects nothing
 (-fnWeight per window) and the perfect one hits every window at its left edge (+tpWeight each).
 
-No look-ahead: the detector is ``analytics.anomalies`` (the same causal isolation forest,
-context features and refit schedule as ``detect_series``); its only free parameters (the alert
-threshold on the calibrated forest rank and the robust-deviation gate) are chosen by NAB's
+No look-ahead: the detector is ``analytics.anomalies.series_scores`` (causal isolation forest on
+context features, turned into Numenta's anomaly likelihood by ``analytics.series_detector``,
+plus a spatial flag when a value leaves the range seen so far); its free parameters (likelihood
+window, robust-deviation gate, quiet time after an alert, alert threshold) are chosen by NAB's
 threshold optimisation run on the tuning folders only (realKnownCause, realTraffic,
 artificial*), and then applied unchanged to realAWSCloudwatch, which is reported as evaluation.
 Baseline: a plain isolation forest on (value, rolling z-score), causal with the same refit
 schedule, every point over the threshold an alert, tuned the same way.
+
+Speed: files run in a process pool (``--jobs N``, default 2) and each file's raw detector
+output (forest ranks, gates, values; plain-forest ranks) is cached in
+bench/results/nab_cache/<hash of the raw-stage config>/, so re-tuning the score stage reruns
+no forest. Delete that folder to force a cold run.
 
 Run: ``.venv/bin/python -m bench.nab`` (writes bench/results/nab.md).
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import json
 import math
 import time
@@ -34,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from analytics import anomalies
+from analytics import anomalies, series_detector
 from analytics.series import read_series
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +61,7 @@ class Prepared:
     window: np.ndarray
     scorable: np.ndarray
     windows: int
+    live: tuple[int, ...] = ()
 
 
 def scaled_sigmoid(position: float) -> float:
@@ -88,7 +97,7 @@ def prepare(name: str, timestamps: list[str], windows: list[list[str]], cost: di
     probation = min(math.floor(PROBATION_PERCENT * n), PROBATION_PERCENT * 5000)
     scorable = np.arange(n) >= probation
     live = {int(w) for w in window_of[scorable] if w >= 0}
-    return Prepared(name, sweep, window_of, scorable, len(live))
+    return Prepared(name, sweep, window_of, scorable, len(live), tuple(sorted(live)))
 
 
 def _key(stamp: str) -> str:
@@ -100,7 +109,7 @@ def raw_score(prep: Prepared, alerts: np.ndarray, cost: dict[str, float]) -> flo
     active = alerts & prep.scorable
     fp = float(prep.sweep[active & (prep.window < 0)].sum())
     total = fp
-    for w in {int(x) for x in prep.window[prep.scorable] if x >= 0}:
+    for w in prep.live:
         hits = active & (prep.window == w)
         total += float(prep.sweep[hits].max()) if hits.any() else -cost["fnWeight"]
     return total
@@ -128,15 +137,22 @@ def _timestamps(frame: pl.DataFrame) -> list[str]:
     return frame.get_column("timestamp").dt.strftime("%Y-%m-%d %H:%M:%S").to_list()
 
 
+RAW_FIELDS = ("recent_points", "long_points", "refit_every", "warmup_fraction", "min_warmup", "max_train",
+              "n_estimators", "short_points", "seed")
+CACHE = ROOT / "bench" / "results" / "nab_cache"
+
+
 def ours(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
-    """The product detector's per-point (forest rank, robust-deviation gate) (analytics.anomalies.series_scores)."""
-    scored = anomalies.series_scores(frame.select("timestamp", "value"), config)
-    return np.vstack([np.nan_to_num(scored.get_column("rank").to_numpy(), nan=0.0), scored.get_column("gate").to_numpy()])
+    """The product detector's raw per-point components: (forest rank, robust-deviation gate, value)."""
+    scored = series_detector.raw_components(frame.select("timestamp", "value"), config)
+    return np.vstack([scored.get_column("rank").to_numpy(), scored.get_column("gate").to_numpy(),
+                      scored.get_column("value").to_numpy()])
 
 
-def gated(pair: np.ndarray, z_gate: float) -> np.ndarray:
-    """The detector's score at a given gate (as series_scores computes it)."""
-    return np.where(pair[1] >= z_gate, pair[0], 0.0)
+def final_score(raw: np.ndarray, config: anomalies.SeriesConfig) -> np.ndarray:
+    """The detector's score from cached raw components (exactly as series_scores computes it)."""
+    spatial = series_detector.spatial_flags(raw[2], margin=config.spatial_margin, learn=config.likelihood_learn)
+    return series_detector.combined_score(raw[0], raw[1], spatial, config)
 
 
 def plain_forest(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
@@ -154,14 +170,28 @@ def plain_forest(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndar
     return np.nan_to_num(rank, nan=0.0)
 
 
+def _cache_path(name: str, config: anomalies.SeriesConfig) -> Path:
+    key = hashlib.sha1(repr([getattr(config, f) for f in RAW_FIELDS]).encode()).hexdigest()[:10]
+    return CACHE / key / (name.replace("/", "__") + ".npz")
+
+
 def _run_one(args: tuple) -> tuple[str, np.ndarray, np.ndarray]:
     name, frame, config = args
-    return name, ours(frame, config), plain_forest(frame, config)
+    path = _cache_path(name, config)
+    if path.exists():
+        with np.load(path) as cached:
+            return name, cached["ours"], cached["plain"]
+    mine, plain = ours(frame, config), plain_forest(frame, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, ours=mine, plain=plain)
+    return name, mine, plain
 
 
 def score_all(corpus, config, *, workers: int = 2) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Run both detectors on every file (in parallel processes)."""
-    jobs = [(name, frame, config) for name, frame, _ in corpus]
+    """Raw components of both detectors on every file (cached per file; parallel processes)."""
+    jobs = sorted(((name, frame, config) for name, frame, _ in corpus), key=lambda job: -len(job[1]))
+    if workers <= 1:
+        return {name: (a, b) for name, a, b in map(_run_one, jobs)}
     # spawn, not fork: polars' thread pool does not survive a fork
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return {name: (a, b) for name, a, b in pool.map(_run_one, jobs)}
@@ -184,7 +214,7 @@ def evaluate(preps, scores, *, threshold: float, refractory: float | None, cost)
 def tune(preps, scores, *, refractories, cost) -> tuple[float, float | None, float]:
     """NAB threshold optimisation (grid) on the tuning files: (threshold, refractory, score)."""
     best = (1.0, None, -1e9)
-    grid = np.unique(np.concatenate([np.linspace(0.5, 0.99, 50), 1 - np.logspace(-4, -2, 21), [1.0]]))
+    grid = np.unique(np.concatenate([np.linspace(0.02, 0.99, 98), 1 - np.logspace(-4, -2, 21), [1.0]]))
     for refractory in refractories:
         for threshold in grid:
             value = evaluate(preps, scores, threshold=float(threshold), refractory=refractory, cost=cost)
@@ -195,33 +225,41 @@ def tune(preps, scores, *, refractories, cost) -> tuple[float, float | None, flo
 
 GATES = (0.0, 2.0, 3.0, 4.0, 5.0)
 REFRACTORIES = (0.02, 0.05, 0.1)
+LIKELIHOOD_LONG = (1000, 2000, 4000)
 
 
-def tune_ours(tuning, pairs, *, cost) -> tuple[float, float, float, float]:
-    """Threshold optimisation over (gate, refractory, threshold) on the tuning files only."""
-    best = (0.0, 0.0, 0.0, -1e9)
-    for gate in GATES:
-        scores = {name: gated(pair, gate) for name, pair in pairs.items()}
-        thr, refr, value = tune(tuning, scores, refractories=REFRACTORIES, cost=cost)
-        if value > best[3]:
-            best = (gate, thr, float(refr or 0.0), value)
+def tune_ours(tuning, raws, config, *, cost) -> tuple[anomalies.SeriesConfig, float]:
+    """Threshold optimisation over (likelihood window, gate, refractory, threshold) on the tuning files only."""
+    best = (config, -1e9)
+    names = {p.name for p in tuning}
+    for long in LIKELIHOOD_LONG:
+        for gate in GATES:
+            trial = replace(config, likelihood_long=long, z_gate=gate)
+            scores = {name: final_score(raw, trial) for name, raw in raws.items() if name in names}
+            thr, refr, value = tune(tuning, scores, refractories=REFRACTORIES, cost=cost)
+            if value > best[1]:
+                best = (replace(trial, threshold=thr, refractory_fraction=float(refr or 0.0)), value)
     return best
 
 
-def main() -> str:
+def main(argv: list[str] | None = None) -> str:
     """Run the benchmark and write bench/results/nab.md."""
+    parser = argparse.ArgumentParser(prog="python -m bench.nab")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (files run in parallel)")
+    args = parser.parse_args(argv if argv is not None else [])
     cost = json.loads((NAB_DIR / "profiles.json").read_text())["standard"]["CostMatrix"]
     config = anomalies.SeriesConfig()
     started = time.time()
     corpus = load_corpus(TUNING + EVALUATION)
-    results = score_all(corpus, config)
+    results = score_all(corpus, config, workers=args.jobs)
     preps = {name: prepare(name, _timestamps(frame), wins, cost) for name, frame, wins in corpus}
     tuning = [preps[n] for n, *_ in corpus if n.split("/")[0] in TUNING]
     evaluation = [preps[n] for n, *_ in corpus if n.split("/")[0] in EVALUATION]
-    gate, thr, refr, tuned = tune_ours(tuning, {n: r[0] for n, r in results.items()}, cost=cost)
-    held = evaluate(evaluation, {n: gated(r[0], gate) for n, r in results.items()}, threshold=thr,
-                    refractory=refr, cost=cost)
-    rows = [(f"meshlens (causal IF + context features; gate {gate:g}, refractory {refr:.0%})", thr, tuned, held)]
+    best, tuned = tune_ours(tuning, {n: r[0] for n, r in results.items()}, config, cost=cost)
+    held = evaluate(evaluation, {n: final_score(r[0], best) for n, r in results.items()},
+                    threshold=best.threshold, refractory=best.refractory_fraction, cost=cost)
+    rows = [(f"meshlens (causal IF + context features + anomaly likelihood; window {best.likelihood_long}, "
+             f"gate {best.z_gate:g}, refractory {best.refractory_fraction:.0%})", best.threshold, tuned, held)]
     plain = {n: r[1] for n, r in results.items()}
     p_thr, _, p_tuned = tune(tuning, plain, refractories=(None,), cost=cost)
     rows.append(("plain isolation forest on value + rolling z", p_thr, p_tuned,
@@ -245,4 +283,6 @@ def _markdown(rows, seconds: float, n_tuning: int, n_eval: int) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

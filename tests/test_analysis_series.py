@@ -124,3 +124,27 @@ def test_cli_anomalies_missing_file_is_one_line(capsys):
         main(["anomalies", "--series", "/nonexistent/x.csv"])
     assert exit_info.value.code == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_spatial_flag_fires_only_beyond_the_margin_of_the_past_range():
+    from analytics.series_detector import spatial_flags
+
+    values = np.array([0.0, 10.0, 5.0, 11.5, 12.5, -2.5, -1.0])
+    flags = spatial_flags(values, margin=0.1, learn=1)
+    # past range [lo, hi], margin 0.1 of (hi - lo): 11.5 > 10 + 1 yes; 12.5 > 11.5 + 1.15? no;
+    # -2.5 < 0 - 1.25 yes; -1.0 < -2.5 - 1.5? no
+    assert flags.tolist() == [False, False, False, True, False, True, False]
+
+
+def test_likelihood_is_causal_and_rises_when_raw_scores_change():
+    from analytics.series_detector import log_likelihood
+
+    rng = np.random.default_rng(1)
+    raw = rng.uniform(0.0, 0.6, 1200)
+    changed = raw.copy()
+    changed[1000:] = 1.0
+    quiet = log_likelihood(raw, short=5, long=500, learn=100)
+    loud = log_likelihood(changed, short=5, long=500, learn=100)
+    assert np.array_equal(quiet[:1000], loud[:1000])  # the future does not move the past
+    assert quiet[:100].max() == 0.0  # nothing during the learning period
+    assert loud[1004] > 0.9 > quiet[100:].max()
