@@ -170,15 +170,12 @@ def _private_minute_series(
 
 
 def _filters(window: Window, *, service: str | None, env: str | None) -> tuple[str, list[Any]]:
-    clauses = ["ts >= ?", "ts < ?"]
-    params: list[Any] = [window.start, window.end]
-    if service:
-        clauses.append("service = ?")
-        params.append(service)
-    if env:
-        clauses.append("env = ?")
-        params.append(env)
-    return " AND ".join(clauses), params
+    """Window and filters over raw ``requests`` (with date-partition pruning)."""
+    from analytics.red import where_sql
+
+    filters = {col: value for col, value in (("service", service), ("env", env)) if value}
+    where, params = where_sql("ts", window=window, filters=filters)
+    return where, list(params)
 
 
 def _time_column(header: list[str], *, source: str) -> int:
