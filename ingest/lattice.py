@@ -197,6 +197,12 @@ def _decode_lines(chunk: bytes, first_line_no: int) -> tuple[pl.DataFrame, list[
     records: list[dict] = []
     line_nos: list[int] = []
     rejects: list[tuple[int, str, str]] = []
+    _collect_lines(chunk, first_line_no, records, line_nos, rejects)
+    return _frame(records), line_nos, rejects
+
+
+def _collect_lines(chunk: bytes, first_line_no: int, records: list[dict], line_nos: list[int],
+                   rejects: list[tuple[int, str, str]]) -> None:
     for offset, line in enumerate(chunk.split(b"\n")):
         if not line.strip():
             continue
@@ -207,11 +213,10 @@ def _decode_lines(chunk: bytes, first_line_no: int) -> tuple[pl.DataFrame, list[
             rejects.append((line_no, f"invalid JSON: {exc}", _text(line)))
             continue
         _collect(value, line_no, _text(line), records, line_nos, rejects)
-    return _frame(records), line_nos, rejects
 
 
 def _decode_stream(chunk: bytes, first_line_no: int) -> tuple[pl.DataFrame, list[int], list[tuple[int, str, str]]]:
-    """Concatenated (pretty-printed) JSON values; a broken tail becomes one reject."""
+    """Concatenated (pretty-printed) JSON values; a broken tail is read line by line."""
     text = chunk.decode("utf-8", errors="replace")
     decoder = json.JSONDecoder()
     records: list[dict] = []
@@ -222,8 +227,10 @@ def _decode_stream(chunk: bytes, first_line_no: int) -> tuple[pl.DataFrame, list
         line_no = first_line_no + text.count("\n", 0, pos)
         try:
             value, end = decoder.raw_decode(text, pos)
-        except ValueError as exc:
-            rejects.append((line_no, f"invalid JSON: {exc.args[0]}", text[pos:pos + 4000]))
+        except ValueError:
+            # Not a whole value from here on: read the rest line by line, so that a good line
+            # after a broken opening ("{" alone) is kept and every other line is one reject.
+            _collect_lines(text[pos:].encode("utf-8"), line_no, records, line_nos, rejects)
             break
         _collect(value, line_no, text[pos:end], records, line_nos, rejects)
         pos = _skip_ws(text, end)

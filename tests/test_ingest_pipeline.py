@@ -264,3 +264,12 @@ def test_property_rows_read_equals_stored_plus_rejected(tmp_path_factory, pieces
     nonblank = sum(1 for line in data.split(b"\n") if line.strip())
     assert summary.rows_read == summary.rows_stored + summary.rows_rejected == nonblank
     assert _count(lake) == summary.rows_stored
+
+
+def test_a_lone_opening_brace_loses_no_good_line_after_it(tmp_path, tmp_lake):
+    # Found by the property test: "{" starting a chunk made the rest of the chunk one reject.
+    path = tmp_path / "x.log"
+    path.write_bytes(lines(3) + b"{\n" + lines(1, start=3))
+    summary = ingest_paths(tmp_lake, [path], fmt="lattice", settings=Settings({"chunk_lines": 3}))
+    assert (summary.rows_read, summary.rows_stored, summary.rows_rejected) == (5, 4, 1)
+    assert _count(tmp_lake) == 4
