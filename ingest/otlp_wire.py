@@ -16,12 +16,13 @@ Protobuf guarantees the same bytes parse identically under both declarations.
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+from ingest.otlp_common import _ENCODE, _finite  # one JSON encoding of attributes for both readers
 
 _PACKAGE = "meshlens.otlpwire"
 _OPT, _REP = 1, 3
@@ -79,7 +80,6 @@ CheckRequest = _build(_CHECK_MESSAGES, _PACKAGE + "check")
 """Wire-compatible ExportTraceServiceRequest with only the fields the span checks read."""
 
 _QUOTE = json.encoder.encode_basestring  # the C string quoter (ensure_ascii=False)
-_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False).encode
 
 
 class BadAttribute(ValueError):
@@ -150,16 +150,6 @@ def _fragment(pair: tuple[str, Any]) -> str:
         return _ENCODE({pair[0]: pair[1]})[1:-1]
     except ValueError:  # NaN or Infinity: JSON has no such numbers, keep them as text
         return _ENCODE({pair[0]: _finite(pair[1])})[1:-1]
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def any_value(value: Any) -> Any:
