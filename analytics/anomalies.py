@@ -6,27 +6,44 @@ What is scored
     recent baseline (the previous ``recent_minutes``) and, where at least two earlier days
     exist, from its seasonal baseline (the same minute of day on earlier days; the same minute
     of week once two earlier weeks exist). Error ratios use a binomial z (with an overdispersion
-    term) so a quiet service's single error is not an outage.
+    term) so a quiet service's single error is not an outage. A slow-request test covers sparse
+    series: the median minute p50 of the last ``long_minutes`` against the baseline minutes'
+    median and MAD, scaled as a median of that many draws, so an edge of one request a minute
+    that turns 400 ms slower is seen although no 5-minute p99 has enough requests.
+
+Reading
+    One scan (``load_minutes``): the ``edges_1m`` rollup for the dates it holds (raw
+    ``requests`` for the others and for a window end inside a minute), hashed to integer series
+    ids in DuckDB; the per-edge and per-service sums and the p50/p99 (nearest rank of the merged
+    latency sketch, 1% relative error) are then one sort each in numpy. Series with fewer than
+    ``min_series_requests`` requests so far are left out until they reach it.
+    Rolling statistics run per series (polars ``over``), so minutes of two series never mix.
 
 Causal
     The forest that scores minute m was fitted only on minutes before the last refit boundary
-    at or before m (refits every ``refit_minutes``), and its score is calibrated against the
-    scores of its own training rows. Baselines use only earlier minutes. So what is flagged at
-    10:31 is exactly what would have been flagged live at 10:31.
+    at or before m (refits every ``refit_minutes``; only for spans that hold a minute to score),
+    on ``train_rows`` earlier series-minutes of every series (one model; the features are
+    per-series normalised deviations), and its score is calibrated against the scores of
+    ``reference_rows`` of its own training rows. Baselines use only earlier minutes. So what
+    is flagged at 10:31 is exactly what would have been flagged live at 10:31.
 
 Flagged
     A minute is anomalous when the forest ranks it above ``quantile`` of its training rows
     AND at least one signal moved in the bad direction by ``z_gate`` robust deviations and by
     a practical amount (e.g. the 5xx ratio at least doubled and rose by 2 points). Improvements
-    (fewer errors, lower latency) never flag. Consecutive anomalous minutes (gaps up to
-    ``merge_gap_minutes``) of related series (sharing a service: a failing dependency, the edges
-    into it and the callers that fail with it) become one ``Incident``.
+    (fewer errors, lower latency) never flag. Once flagged, a series stays flagged while a
+    signal passes at ``hold_fraction`` of the gate (hysteresis: the rank of a long incident may
+    dip as it goes on). Consecutive anomalous minutes (gaps up to ``merge_gap_minutes``) of
+    related series (sharing a service: a failing dependency, the edges into it and the callers
+    that fail with it) become one ``Incident``; a reason names a count signal only when the
+    counts are 3 sigma beyond the baseline.
 
 The same forest and refit schedule score a single metric series (``detect_series``: CSV or
 CloudWatch exports, NAB files): there the series' level and its deviations from the recent,
 long, short-window and seasonal baselines are the features, and ``analytics.series_detector``
-turns the forest ranks into Numenta's anomaly likelihood (plus a flag when a value leaves the
-range seen so far); an alert silences the series for ``refractory_fraction`` of its length.
+averages the ranks of two forests (context and forecast-error features), gated by a robust
+deviation (optionally Numenta's anomaly likelihood of it, and a flag when a value leaves the range
+seen so far); an alert silences the series for ``refractory_fraction`` of its length.
 """
 
 from __future__ import annotations
@@ -34,6 +51,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 import duckdb
@@ -41,7 +59,8 @@ import numpy as np
 import polars as pl
 from sklearn.ensemble import IsolationForest
 
-from analytics.series import red_minute_series
+from analytics import sketch
+from analytics.series_detector import training_rows
 from meshlens.timewin import Window, iso
 
 SIGNALS = ("rate", "err", "cerr", "p50", "p99", "bytes")
@@ -56,13 +75,17 @@ class LakeConfig:
     recent_minutes: int = 120
     baseline_lag_minutes: int = 30
     smooth_minutes: int = 5
-    refit_minutes: int = 60
+    long_minutes: int = 15  # the slow-request test of sparse series looks this far back
+    refit_minutes: int = 120
     warmup_minutes: int = 90
     history_days: int = 7
-    train_rows: int = 20_000
-    n_estimators: int = 64
+    min_series_requests: int = 20  # a series is scored from the minute its count since the load start reaches this
+    train_rows: int = 8192
+    reference_rows: int = 2048
+    n_estimators: int = 48
     quantile: float = 0.975
     z_gate: float = 5.0
+    hold_fraction: float = 0.5  # an incident lasts while a signal passes at this fraction of z_gate
     min_minutes: int = 2
     merge_gap_minutes: int = 3
     seed: int = 7
@@ -81,11 +104,11 @@ class SeriesConfig:
     n_estimators: int = 48
     short_points: int = 6
     likelihood_short: int = 5  # Numenta's anomaly likelihood over the forest ranks (series_detector)
-    likelihood_long: int = 2000  # this and the next three: NAB threshold optimisation on the tuning folders
+    likelihood_long: int = 2000  # used when series_detector.SCORE_MODE is "likelihood"
     likelihood_learn: int = 150
-    spatial_margin: float = 0.2
-    threshold: float = 0.15  # on the log-likelihood score (bench/nab.py)
-    z_gate: float = 4.0
+    spatial_margin: float = 0.0  # this and the next three: NAB threshold optimisation on the tuning folders
+    threshold: float = 0.97  # on the two-forest ensemble rank (series_detector.SCORE_MODE "rank"; bench/nab.py)
+    z_gate: float = 5.0
     refractory_fraction: float = 0.1
     seed: int = 7
 
@@ -153,18 +176,9 @@ def causal_forest_scores(
             block = block[score_mask[lo:hi]]
         if len(block) == 0 or lo < 16:
             continue
-        train = _training_rows(lo, train_rows, rng)
+        train = training_rows(lo, train_rows, rng)
         out[block] = _fit_and_rank(features[train], features[block], n_estimators, seed)
     return out
-
-
-def _training_rows(end: int, limit: int, rng: np.random.Generator) -> np.ndarray:
-    """The most recent rows before ``end`` (half of them), plus a random half of the older ones."""
-    if end <= limit:
-        return np.arange(end)
-    recent = np.arange(end - limit // 2, end)
-    older = rng.choice(end - limit // 2, size=limit - limit // 2, replace=False)
-    return np.concatenate([older, recent])
 
 
 def _fit_and_rank(train: np.ndarray, rows: np.ndarray, n_estimators: int, seed: int) -> np.ndarray:
@@ -296,9 +310,13 @@ def _num(value: float) -> str:
 # --------------------------------------------------------------------------------------
 # The lake: per-service and per-edge minute series
 # --------------------------------------------------------------------------------------
-LAKE_FEATURES = ("z_rate", "z_err", "z_cerr", "z_p50", "z_p99", "z_bytes",
+LAKE_FEATURES = ("z_rate", "z_err", "z_cerr", "z_p50", "z_p99", "z_bytes", "z_slow",
                  "zs_rate", "zs_err", "zs_p99", "zw_rate", "zw_err", "zw_p99")
-UPWARD_ONLY = ("z_err", "z_cerr", "z_p50", "z_p99", "zs_err", "zs_p99", "zw_err", "zw_p99")
+UPWARD_ONLY = ("z_err", "z_cerr", "z_p50", "z_p99", "z_slow", "zs_err", "zs_p99", "zw_err", "zw_p99")
+MINUTE_MEASURES = ("requests", "errors_5xx", "client_errors_4xx", "bytes")
+SERIES_KEYS = ("kind", "caller", "service", "env", "sid")
+SERIES = "series_id"
+"""Rolling statistics run per series (``over``), never across two series."""
 
 
 def detect(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
@@ -314,67 +332,217 @@ def detect(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | No
 
 def score_lake(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
                env: str | None = None, config: LakeConfig = LakeConfig()) -> pl.DataFrame:
-    """Every series-minute of ``window`` with its features, forest rank and ``flagged``."""
+    """Every series-minute of ``window`` with its features, forest rank and ``flagged``.
+
+    A series enters from the minute its requests since the load start reach
+    ``min_series_requests`` (a causal rule: a live run and a later batch run agree): almost
+    no signal test can pass on a quieter series, and each would cost as much as a busy one.
+    """
     start = _floor_minute(window.start)
     load = Window(start - timedelta(days=config.history_days), window.end)
-    pad = config.recent_minutes + config.baseline_lag_minutes + config.smooth_minutes
-    dense = _dense_minutes(_load_minutes(conn, window=load, service=service, env=env), end=window.end, pad=pad)
+    minutes, series = load_minutes(conn, window=load, service=service, env=env)
+    minutes = _busy_series(minutes, least=config.min_series_requests)
+    dense = _dense_minutes(minutes, series, end=window.end, pad=0)
     if dense.is_empty():
         return dense
     feats = _lake_features(dense, config).filter(~pl.col("pad") & (pl.col("minute") >= start - timedelta(days=1)))
-    feats = feats.sort("step")
-    matrix = _feature_matrix(feats)
     steps = feats.get_column("step").to_numpy()
-    first_fit = max(int(steps.min()) + config.warmup_minutes, 0)
-    first_fit += (-first_fit) % config.refit_minutes  # refit on the hour grid of the load window
     mask = (feats.get_column("significant").to_numpy()) & (feats.get_column("minute") >= start).to_numpy()
-    rank = causal_forest_scores(matrix, steps, first_fit=first_fit, refit_every=config.refit_minutes,
-                                train_rows=config.train_rows, n_estimators=config.n_estimators,
-                                seed=config.seed, score_mask=mask)
+    rank = _lake_ranks(feats, steps=steps, mask=mask, config=config)
     feats = feats.with_columns(pl.Series("rank", rank).fill_nan(None))  # NaN compares as largest in polars
-    flagged = (pl.col("rank") >= config.quantile) & pl.col("significant")
-    return feats.filter(pl.col("minute") >= start).with_columns(flagged.fill_null(False).alias("flagged"))
+    flagged = ((pl.col("rank") >= config.quantile) & pl.col("significant")).fill_null(False)
+    return _hold(feats.with_columns(flagged.alias("flagged"))).filter(pl.col("minute") >= start)
 
 
-def _load_minutes(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None,
-                  env: str | None) -> pl.DataFrame:
-    services = red_minute_series(conn, window=window, key=["service", "env"], service=service, env=env)
-    edges = red_minute_series(conn, window=window, key=["caller", "service", "env"], service=service, env=env)
-    services = services.with_columns(pl.lit("").alias("caller"), pl.lit("service").alias("kind"))
-    edges = edges.with_columns(pl.lit("edge").alias("kind"))
-    cols = ["kind", "caller", "service", "env", "minute", *("requests", "errors_5xx", "client_errors_4xx",
-                                                          "p50_ms", "p99_ms", "bytes")]
-    both = pl.concat([services.select(cols), edges.select(cols)])
+def _hold(feats: pl.DataFrame) -> pl.DataFrame:
+    """Keep flagging after a flagged minute while a signal still passes at the holding gate.
+
+    Causal hysteresis: minute m stays flagged when every minute from a flagged one up to m
+    ``holding``; the forest's rank may dip (it ranks against a model fitted before the
+    incident) without splitting one incident into pieces. Rows are in (series, minute) order.
+    """
+    flagged = feats.get_column("flagged").to_numpy().astype(np.int64)
+    hold = feats.get_column("holding").to_numpy() | (flagged > 0)
+    sid = feats.get_column("series_id").to_numpy()
+    breaks = ~hold | np.r_[True, sid[1:] != sid[:-1]]
+    run_start = np.maximum.accumulate(np.where(breaks, np.arange(len(hold)), 0))
+    seen = np.cumsum(flagged)
+    held = hold & (seen - seen[run_start] + flagged[run_start] > 0)
+    return feats.with_columns(pl.col("flagged").alias("flagged_core"), pl.Series("flagged", held))
+
+
+# -- reading: one scan of the minute rollup (raw rows where it was not built) -------------------
+def load_minutes(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
+                 env: str | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per-service and per-edge minute rows of ``window`` in one scan, and the table of series.
+
+    Returns ``(minutes, series)``: minutes has ``series_id, minute, requests, errors_5xx,
+    client_errors_4xx, bytes, p50_ms, p99_ms``; series has ``series_id`` and ``kind`` ('service'
+    or 'edge'), ``caller`` ('' for a service), ``service``, ``env``, ``sid`` (the display name).
+    The scan reads ``edges_1m`` for the dates it holds and raw ``requests`` for the others (and
+    for a window end inside a minute); percentiles are nearest-rank reads of the latency sketch
+    (analytics.sketch, 1% relative error), merged per minute for each service and each edge.
+    """
+    sql, params = _source_sql(conn, window=window, service=service, env=env)
+    key = "hash(caller, service, env)"
+    edges = conn.sql(f"SELECT DISTINCT {key} AS h, caller, service, env FROM ({sql}) ORDER BY caller, service, env",
+                     params=params).pl()
+    rows = conn.sql(f"SELECT {key} AS h, (epoch(minute) // 60)::BIGINT AS m, k, c, r, e5, e4, b FROM ({sql})",
+                    params=params).fetchnumpy()
+    rows = {name: np.asarray(col) for name, col in rows.items()}
+    hashes = edges.get_column("h").to_numpy()
+    order = np.argsort(hashes)
+    rows["eid"] = order[np.searchsorted(hashes, rows.pop("h"), sorter=order)]
+    return _minute_rows(edges.drop("h"), rows)
+
+
+def _source_sql(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None,
+                env: str | None) -> tuple[str, list[object]]:
+    """Minute sketch rows (caller, service, env, minute, k, c, r, e5, e4, b): rollup dates, then raw rows."""
+    from analytics.red import where_sql  # the window/partition filter the metrics engineer maintains
+
+    filters = {col: value for col, value in (("service", service), ("env", env)) if value}
+    end_floor = _floor_minute(window.end)
+    rolled = _rollup_dates(conn, Window(window.start, max(end_floor, window.start)))
+    in_dates = ", ".join(f"DATE '{d}'" for d in rolled)
+    raw_only = f"AND (date NOT IN ({in_dates}) OR ts >= {_ts_sql(end_floor)})" if rolled else ""
+    parts, params = [], []
+    if rolled and end_floor > window.start:
+        where, p = where_sql("minute", window=Window(window.start, end_floor), filters=filters)
+        parts.append(f"""
+            SELECT coalesce(caller, 'unknown') AS caller, coalesce(service, '') AS service, coalesce(env, '') AS env,
+                   minute, coalesce(lat_key, {sketch.ZERO_KEY})::SMALLINT AS k, duration_count AS c, requests AS r,
+                   errors_5xx AS e5, client_errors_4xx AS e4, coalesce(bytes_in, 0) + coalesce(bytes_out, 0) AS b
+            FROM edges_1m WHERE {where} AND date IN ({in_dates})""")
+        params += p
+    where, p = where_sql("ts", window=window, filters=filters)
+    parts.append(f"""
+        SELECT coalesce(caller, 'unknown') AS caller, coalesce(service, '') AS service, coalesce(env, '') AS env,
+               date_trunc('minute', ts) AS minute, coalesce({sketch.key_sql('duration_ms')}, {sketch.ZERO_KEY})::SMALLINT AS k,
+               count(duration_ms) AS c, count(*) AS r,
+               count(*) FILTER (WHERE status BETWEEN 500 AND 599) AS e5,
+               count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS e4,
+               sum(coalesce(bytes_in, 0) + coalesce(bytes_out, 0)) AS b
+        FROM requests WHERE {where} {raw_only}
+        GROUP BY ALL""")
+    params += p
+    return " UNION ALL ".join(parts), params
+
+
+def _rollup_dates(conn: duckdb.DuckDBPyConnection, window: Window) -> list[str]:
+    """Dates of the window that the minute edge rollup holds."""
+    last = (window.end - timedelta(microseconds=1)).date()
+    rows = conn.execute(f"SELECT DISTINCT date FROM edges_1m WHERE date >= DATE '{window.start.date()}' "
+                        f"AND date <= DATE '{last}'").fetchall()
+    return sorted(str(r[0]) for r in rows if r[0] is not None)
+
+
+def _ts_sql(moment: datetime) -> str:
+    return f"TIMESTAMPTZ '{moment.strftime('%Y-%m-%d %H:%M:%S.%f')}+00'"
+
+
+def _minute_rows(edges: pl.DataFrame, rows: dict[str, np.ndarray]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Sum the sketch rows per (edge, minute) and per (service, minute); read p50/p99."""
+    edges = edges.with_row_index("eid")
+    services = edges.select("service", "env").unique(maintain_order=True).with_row_index("svc")
+    edges = edges.join(services, on=["service", "env"], how="left", maintain_order="left")
+    n_edges = len(edges)
+    series = pl.concat([
+        edges.select(pl.col("eid").cast(pl.Int64).alias("series_id"), pl.lit("edge").alias("kind"), "caller", "service", "env"),
+        services.select((pl.col("svc").cast(pl.Int64) + n_edges).alias("series_id"), pl.lit("service").alias("kind"),
+                        pl.lit("").alias("caller"), "service", "env")])
     sid = pl.when(pl.col("kind") == "edge").then(pl.col("caller") + " -> " + pl.col("service")).otherwise(pl.col("service"))
-    return both.with_columns(pl.col("env").fill_null(""), sid.alias("sid"))
+    series = series.with_columns(sid.alias("sid"))
+    if len(rows.get("eid", ())) == 0:
+        return _empty_minutes(), series
+    to_service = edges.get_column("svc").to_numpy().astype(np.int64) + n_edges
+    eid = rows["eid"].astype(np.int64)
+    frames = [_merge_sketch_rows(eid, rows), _merge_sketch_rows(to_service[eid], rows)]
+    return pl.concat(frames), series
 
 
-def _dense_minutes(frame: pl.DataFrame, *, end: datetime, pad: int) -> pl.DataFrame:
+def _merge_sketch_rows(gid: np.ndarray, rows: dict[str, np.ndarray]) -> pl.DataFrame:
+    """Per (gid, minute): summed measures and nearest-rank p50/p99 from the merged sketch (numpy, one sort)."""
+    m = rows["m"].astype(np.int64)
+    m0 = int(m.min())
+    k = rows["k"].astype(np.int64) - sketch.ZERO_KEY  # >= 0
+    group = gid * (int(m.max()) - m0 + 1) + (m - m0)
+    order = np.argsort(group * 65536 + k)
+    group, k = group[order], k[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    sums = {name: np.add.reduceat(rows[col].astype(np.float64)[order], starts)
+            for name, col in (("requests", "r"), ("errors_5xx", "e5"), ("client_errors_4xx", "e4"), ("bytes", "b"))}
+    counts = rows["c"].astype(np.int64)[order]
+    cum = np.cumsum(counts)
+    tot = np.add.reduceat(counts, starts)
+    before = cum[starts] - counts[starts]
+    out = {"series_id": gid[order][starts], "m": m[order][starts], **sums}
+    for name, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
+        frac = Fraction(str(q))
+        rank = np.maximum(1, (tot * frac.numerator + frac.denominator - 1) // frac.denominator)
+        at = np.minimum(np.searchsorted(cum, before + rank, side="left"), len(cum) - 1)
+        value = _estimate(k[at] + sketch.ZERO_KEY)
+        out[name] = np.where(tot > 0, value, np.nan)
+    frame = pl.DataFrame(out)
+    return frame.with_columns(pl.from_epoch(pl.col("m") * 60, time_unit="s").dt.cast_time_unit("us")
+                              .dt.replace_time_zone("UTC").alias("minute"),
+                              pl.col("p50_ms").fill_nan(None), pl.col("p99_ms").fill_nan(None)).drop("m")
+
+
+def _estimate(keys: np.ndarray) -> np.ndarray:
+    """numpy twin of sketch.estimate."""
+    value = 2.0 * np.power(sketch.GAMMA, keys.astype(np.float64)) / (sketch.GAMMA + 1.0)
+    return np.where(keys == sketch.ZERO_KEY, 0.0, value)
+
+
+def _empty_minutes() -> pl.DataFrame:
+    return pl.DataFrame(schema={"series_id": pl.Int64, **{c: pl.Float64 for c in MINUTE_MEASURES},
+                                "p50_ms": pl.Float64, "p99_ms": pl.Float64, "minute": pl.Datetime("us", "UTC")})
+
+
+def _busy_series(minutes: pl.DataFrame, *, least: int) -> pl.DataFrame:
+    """Each series from the minute its cumulative requests reach ``least`` (earlier minutes dropped)."""
+    ordered = minutes.sort("series_id", "minute")
+    return ordered.filter(pl.col("requests").cum_sum().over("series_id") >= least)
+
+
+def _dense_minutes(frame: pl.DataFrame, series: pl.DataFrame, *, end: datetime, pad: int) -> pl.DataFrame:
     """Every minute from a series' first minute to the window end (zero requests where none).
 
     Each series is preceded by ``pad`` empty (null) rows, so that rolling windows computed over
     the whole column, series after series, never reach into the previous series: far faster
-    than per-group windows, and exact because rolling statistics skip nulls.
+    than per-group windows, and exact because rolling statistics skip nulls. Built with numpy:
+    each series owns a block of rows and its minutes are scattered into it.
     """
     if frame.is_empty():
         return frame
-    keys = ["kind", "caller", "service", "env", "sid"]
-    first = frame.group_by(keys).agg(pl.col("minute").min().alias("first")).with_row_index("series_id")
-    frame = frame.join(first.select(*keys, "series_id"), on=keys).drop(keys)
-    origin = frame.get_column("minute").min() - timedelta(minutes=pad)  # type: ignore[operator]
-    last = _floor_minute(end - timedelta(microseconds=1))
-    grid = pl.DataFrame({"minute": pl.datetime_range(origin, last, "1m", eager=True)})  # type: ignore[arg-type]
-    grid = grid.with_columns(pl.col("minute").cast(frame.schema["minute"]))
-    full = first.join(grid, how="cross").filter(pl.col("minute") >= pl.col("first") - timedelta(minutes=pad))
-    dense = full.join(frame, on=["series_id", "minute"], how="left")
-    is_pad = pl.col("minute") < pl.col("first")
-    dense = dense.with_columns(
-        is_pad.alias("pad"),
-        *[pl.when(is_pad).then(None).otherwise(pl.col(c).fill_null(0.0)).alias(c)
-          for c in ("requests", "errors_5xx", "client_errors_4xx", "bytes")],
-        ((pl.col("minute") - pl.col("first")).dt.total_minutes()).alias("age"))
-    step = ((pl.col("minute") - pl.lit(origin)).dt.total_minutes()).cast(pl.Int64)
-    return dense.with_columns(step.alias("step")).sort("series_id", "step").drop("first")
+    sid = frame.get_column("series_id").to_numpy()
+    minute = (frame.get_column("minute").dt.epoch("s").to_numpy() // 60).astype(np.int64)
+    last = int(_floor_minute(end - timedelta(microseconds=1)).timestamp() // 60)
+    ids, inverse = np.unique(sid, return_inverse=True)
+    first = np.full(len(ids), np.iinfo(np.int64).max)
+    np.minimum.at(first, inverse, minute)
+    lengths = last - first + 1 + pad
+    offsets = np.r_[0, np.cumsum(lengths)[:-1]]
+    total = int(lengths.sum())
+    owner = np.repeat(np.arange(len(ids)), lengths)
+    rel = np.arange(total) - offsets[owner]  # minutes since the series' first pad row
+    at = offsets[inverse] + (minute - first[inverse] + pad)
+    age = rel - pad
+    is_pad = age < 0
+    origin = int(first.min()) - pad
+    columns: dict[str, Any] = {"series_id": ids[owner], "step": first[owner] - pad + rel - origin,
+                               "age": age, "pad": is_pad}
+    for name in (*MINUTE_MEASURES, "p50_ms", "p99_ms"):
+        values = np.full(total, 0.0 if name in MINUTE_MEASURES else np.nan)
+        values[at] = frame.get_column(name).fill_null(np.nan).to_numpy()
+        values[is_pad] = np.nan
+        columns[name] = values
+    dense = pl.DataFrame(columns).with_columns(
+        *[pl.col(c).fill_nan(None) for c in (*MINUTE_MEASURES, "p50_ms", "p99_ms")],
+        pl.from_epoch((pl.col("step") + origin) * 60, time_unit="s").dt.cast_time_unit("us")
+        .dt.replace_time_zone("UTC").alias("minute"))
+    return dense.join(series.select("series_id", *SERIES_KEYS), on="series_id", how="left", maintain_order="left")
 
 
 def _floor_minute(moment: datetime) -> datetime:
@@ -389,24 +557,24 @@ def _lake_features(dense: pl.DataFrame, config: LakeConfig) -> pl.DataFrame:
     """
     w, lag, k, over = config.recent_minutes, config.baseline_lag_minutes, config.smooth_minutes, ["sid", "env"]
     frame = dense.with_columns(
-        pl.col("requests").rolling_sum(window_size=k, min_samples=1).alias("n_k"),
-        pl.col("errors_5xx").rolling_sum(window_size=k, min_samples=1).alias("e_k"),
-        pl.col("client_errors_4xx").rolling_sum(window_size=k, min_samples=1).alias("c_k"),
-        pl.col("requests").rolling_mean(window_size=k, min_samples=1).log1p().alias("l_rate"),
-        pl.col("bytes").rolling_mean(window_size=k, min_samples=1).log1p().alias("l_bytes"),
-        *[pl.when(pl.col("pad")).then(None).otherwise(pl.col(f"{n}_ms").clip(0.01).log().forward_fill())
-          .rolling_median(window_size=k, min_samples=1).alias(f"l_{n}") for n in ("p50", "p99")])
+        pl.col("requests").rolling_sum(window_size=k, min_samples=1).over(SERIES).alias("n_k"),
+        pl.col("errors_5xx").rolling_sum(window_size=k, min_samples=1).over(SERIES).alias("e_k"),
+        pl.col("client_errors_4xx").rolling_sum(window_size=k, min_samples=1).over(SERIES).alias("c_k"),
+        pl.col("requests").rolling_mean(window_size=k, min_samples=1).over(SERIES).log1p().alias("l_rate"),
+        pl.col("bytes").rolling_mean(window_size=k, min_samples=1).over(SERIES).log1p().alias("l_bytes"),
+        *[pl.col(f"{n}_ms").clip(0.01).log().forward_fill().rolling_median(window_size=k, min_samples=1)
+          .over(SERIES).alias(f"l_{n}") for n in ("p50", "p99")])
     names = ("rate", "bytes", "p50", "p99")
-    frame = frame.with_columns([pl.col(f"l_{n}").shift(lag).rolling_median(window_size=w, min_samples=w // 4)
-                                .alias(f"b_{n}") for n in names])
+    frame = frame.with_columns([_lagged_median(pl.col(f"l_{n}"), w, lag).alias(f"b_{n}") for n in names])
     floors = {"rate": 0.1, "bytes": 0.1, "p50": 0.05, "p99": 0.05}
     frame = frame.with_columns([pl.max_horizontal(
-        (pl.col(f"l_{n}") - pl.col(f"b_{n}")).abs().shift(lag).rolling_median(window_size=w, min_samples=w // 4)
-         * 1.4826, pl.lit(floors[n])).alias(f"s_{n}") for n in names])
+        _lagged_median((pl.col(f"l_{n}") - pl.col(f"b_{n}")).abs(), w, lag) * 1.4826, pl.lit(floors[n])).alias(f"s_{n}")
+        for n in names])
     frame = frame.with_columns([
-        ((pl.col(col).shift(lag).rolling_sum(window_size=w, min_samples=w // 4) + 1)
-         / (pl.col("requests").shift(lag).rolling_sum(window_size=w, min_samples=w // 4) + 100))
+        ((pl.col(col).shift(lag).rolling_sum(window_size=w, min_samples=w // 4).over(SERIES) + 1)
+         / (pl.col("requests").shift(lag).rolling_sum(window_size=w, min_samples=w // 4).over(SERIES) + 100))
         .alias(f"p0_{name}") for name, col in (("err", "errors_5xx"), ("cerr", "client_errors_4xx"))])
+    frame = _slow_features(frame, config)
     evidence = (pl.col("n_k") / 20.0).clip(0.0, 1.0).sqrt()  # latency of few requests is weak evidence
     feats = frame.with_columns(
         _poisson_z(k).alias("z_rate"),
@@ -418,7 +586,40 @@ def _lake_features(dense: pl.DataFrame, config: LakeConfig) -> pl.DataFrame:
     feats = _seasonal(feats, period=1440, prefix="zs", over=over)
     feats = _seasonal(feats, period=10080, prefix="zw", over=over, max_lags=2)
     return feats.with_columns(_significance(config).alias("significant"),
+                              _significance(config, holding=True).alias("holding"),
                               _minute_bad().fill_null(False).alias("minute_bad"))
+
+
+def _lagged_median(expr: pl.Expr, window: int, lag: int, *, least: int | None = None) -> pl.Expr:
+    """Median of the series' values in [m - lag - window, m - lag) (at least ``least`` of them).
+
+    Computed as a rolling median shifted by ``lag`` within each series: the same window, and
+    polars' fast path when the series has no gaps (a null-skipping median is ~3x slower).
+    """
+    least = window // 4 if least is None else least
+    return expr.rolling_median(window_size=window, min_samples=least).shift(lag).over(SERIES)
+
+
+def _slow_features(frame: pl.DataFrame, config: LakeConfig) -> pl.DataFrame:
+    """The slow-request test: median minute p50 of the last ``long_minutes`` vs the lagged baseline.
+
+    Each minute with traffic is one sample (its p50); the trailing median of ``m_slow`` samples
+    is compared with the median and MAD of the minutes in the baseline window, scaled as a
+    median of ``m_slow`` draws (1.25 sigma / sqrt(m)). A dependency of a few requests a minute
+    that turns 400 ms slower for an hour is thus seen, where the 5-minute p99 has too few requests.
+    """
+    w, lag, long = config.recent_minutes, config.baseline_lag_minutes, config.long_minutes
+    frame = frame.with_columns(pl.when(pl.col("requests") > 0).then(pl.col("p50_ms").clip(0.01).log()).alias("x_p50"))
+    x = pl.col("x_p50")
+    frame = frame.with_columns(
+        x.rolling_median(window_size=long, min_samples=3).over(SERIES).alias("l_slow"),
+        x.is_not_null().cast(pl.Float64).rolling_sum(window_size=long, min_samples=1).over(SERIES).alias("m_slow"),
+        pl.col("requests").rolling_sum(window_size=long, min_samples=1).over(SERIES).alias("n_slow"),
+        _lagged_median(x, w, lag, least=w // 8).alias("b_slow"))
+    frame = frame.with_columns(pl.max_horizontal(
+        _lagged_median((x - pl.col("b_slow")).abs(), w, lag, least=w // 8) * 1.4826, pl.lit(0.05)).alias("s_slow"))
+    scale = 1.25 * pl.col("s_slow") / pl.max_horizontal(pl.col("m_slow"), pl.lit(1.0)).sqrt()
+    return frame.with_columns(((pl.col("l_slow") - pl.col("b_slow")) / scale).alias("z_slow"))
 
 
 def _minute_bad() -> pl.Expr:
@@ -426,11 +627,13 @@ def _minute_bad() -> pl.Expr:
     ratio = pl.col("errors_5xx") / pl.max_horizontal(pl.col("requests"), pl.lit(1.0))
     slow = ((pl.col("p50_ms").clip(0.01).log() - pl.col("b_p50") >= math.log(1.5)) | (
         pl.col("p99_ms").clip(0.01).log() - pl.col("b_p99") >= math.log(2.0))) & (pl.col("requests") >= 5)
+    sparse_slow = ((pl.col("x_p50") - pl.col("b_slow") >= math.log(1.5))
+                   & (pl.col("p50_ms") - pl.col("b_slow").exp() >= 50))  # one slow minute of a sparse series
     drop = (pl.col("requests").log1p() - pl.col("b_rate") <= -math.log(2.0)) & (pl.col("b_rate") >= math.log(11.0))
     client = pl.col("client_errors_4xx") / pl.max_horizontal(pl.col("requests"), pl.lit(1.0))
     return (((pl.col("errors_5xx") >= 1) & (ratio >= 2 * pl.col("p0_err") + 0.01))
             | ((pl.col("client_errors_4xx") >= 1) & (client >= 2 * pl.col("p0_cerr") + 0.02))
-            | slow.fill_null(False) | drop)
+            | slow.fill_null(False) | sparse_slow.fill_null(False) | drop)
 
 
 def _poisson_z(k: int) -> pl.Expr:
@@ -466,13 +669,16 @@ def _seasonal(frame: pl.DataFrame, *, period: int, prefix: str, over: list[str],
                                 for name, expr in (("rate", rate), ("err", err), ("p99", p99))])
 
 
-def _significance(config: LakeConfig) -> pl.Expr:
-    """A signal moved the bad way by ``z_gate`` deviations and by a practical amount."""
-    return pl.any_horizontal(*[expr.fill_null(False) for expr in _signal_tests(config).values()])
+def _significance(config: LakeConfig, *, holding: bool = False) -> pl.Expr:
+    """A signal moved the bad way by ``z_gate`` deviations (or its holding fraction) and by a practical amount."""
+    gate = config.z_gate * (config.hold_fraction if holding else 1.0)
+    tests = _signal_tests(config, gate=gate, holding=holding)
+    return pl.any_horizontal(*[expr.fill_null(False) for expr in tests.values()])
 
 
-def _signal_tests(config: LakeConfig) -> dict[str, pl.Expr]:
-    gate, n = config.z_gate, pl.col("n_k")
+def _signal_tests(config: LakeConfig, *, gate: float, holding: bool = False) -> dict[str, pl.Expr]:
+    n = pl.col("n_k")
+    least_n, least_m = (5, 3) if holding else (10, 5)  # slow test: requests and minutes with traffic
     ratio = pl.col("e_k") / pl.max_horizontal(n, pl.lit(1.0))
     cratio = pl.col("c_k") / pl.max_horizontal(n, pl.lit(1.0))
     base_rate = pl.col("b_rate").exp() - 1
@@ -485,6 +691,8 @@ def _signal_tests(config: LakeConfig) -> dict[str, pl.Expr]:
         & (pl.col("l_p99").exp() - pl.col("b_p99").exp() >= 50),
         "p50": (pl.col("z_p50") >= gate) & (n >= 20) & (pl.col("l_p50") - pl.col("b_p50") >= math.log(1.5))
         & (pl.col("l_p50").exp() - pl.col("b_p50").exp() >= 20),
+        "slow": (pl.col("z_slow") >= gate) & (pl.col("n_slow") >= least_n) & (pl.col("m_slow") >= least_m)
+        & (pl.col("l_slow") - pl.col("b_slow") >= math.log(1.5)) & (pl.col("l_slow").exp() - pl.col("b_slow").exp() >= 50),
         "rate": (pl.col("z_rate").abs() >= gate) & (base_rate >= 10)
         & ((pl.col("l_rate") - pl.col("b_rate")).abs() >= math.log(2.0)),
     }
@@ -494,6 +702,45 @@ def _feature_matrix(feats: pl.DataFrame) -> np.ndarray:
     cols = [pl.col(c).clip(-3.0, None) if c in UPWARD_ONLY else pl.col(c) for c in LAKE_FEATURES]
     matrix = np.nan_to_num(feats.select(cols).to_numpy(), nan=0.0, posinf=50.0, neginf=-50.0)
     return np.sign(matrix) * np.log1p(np.abs(matrix))  # compress heavy tails: rank by order of magnitude
+
+
+def _lake_ranks(feats: pl.DataFrame, *, steps: np.ndarray, mask: np.ndarray, config: LakeConfig) -> np.ndarray:
+    """Causal forest ranks of the ``mask`` rows (NaN elsewhere): one forest across all series.
+
+    Refit boundaries fall every ``refit_minutes`` from the first fit; a forest is fitted only
+    for a span that has a row to score, on up to ``train_rows`` rows before the boundary (the
+    most recent half and a random half of the older ones), and ranks against the scores of
+    ``reference_rows`` of them. Only the rows the forest sees are turned into feature vectors.
+    """
+    out = np.full(len(steps), np.nan)
+    if len(steps) == 0 or not mask.any():
+        return out
+    order = np.argsort(steps, kind="stable")
+    ordered = steps[order]
+    first_fit = max(int(ordered[0]) + config.warmup_minutes, 0)
+    first_fit += (-first_fit) % config.refit_minutes  # refit on the hour grid of the load window
+    columns = feats.select(LAKE_FEATURES)
+    rng = np.random.default_rng(config.seed)
+    scored = steps[mask]
+    lefts = np.unique(first_fit + (scored[scored >= first_fit] - first_fit) // config.refit_minutes * config.refit_minutes)
+    for left in lefts.tolist():
+        lo, hi = np.searchsorted(ordered, [left, left + config.refit_minutes])
+        block = order[lo:hi][mask[order[lo:hi]]]
+        if len(block) == 0 or lo < 16:
+            continue
+        train = order[training_rows(int(lo), config.train_rows, rng)]
+        reference = train[rng.permutation(len(train))[: config.reference_rows]]
+        out[block] = _fit_rank_rows(_feature_matrix(columns[train]), _feature_matrix(columns[reference]),
+                                    _feature_matrix(columns[block]), config)
+    return out
+
+
+def _fit_rank_rows(train: np.ndarray, reference: np.ndarray, rows: np.ndarray, config: LakeConfig) -> np.ndarray:
+    model = IsolationForest(n_estimators=config.n_estimators, max_samples=min(256, len(train)),
+                            random_state=config.seed)
+    model.fit(train)
+    ranked = np.sort(-model.score_samples(reference))
+    return np.searchsorted(ranked, -model.score_samples(rows), side="right") / len(ranked)
 
 
 # --------------------------------------------------------------------------------------
@@ -519,23 +766,31 @@ def _episodes(scored: pl.DataFrame, config: LakeConfig) -> list[_Episode]:
     for (sid, env), group in scored.filter(pl.col("flagged")).group_by(["sid", "env"], maintain_order=True):
         steps = group.get_column("step").to_numpy()
         for lo, hi in _step_runs(steps, gap=config.merge_gap_minutes):
-            if hi - lo < config.min_minutes:
-                continue
             part = group.slice(lo, hi - lo)
+            if int(part.get_column("flagged_core").sum()) < config.min_minutes:
+                continue  # held minutes extend an incident, they do not make one
             first, last = int(steps[lo]), int(steps[hi - 1])
+            reach = max(config.smooth_minutes, config.long_minutes)
             series = scored.filter((pl.col("sid") == sid) & (pl.col("env") == env)
-                                   & pl.col("step").is_between(first - config.smooth_minutes + 1, last))
+                                   & pl.col("step").is_between(first - reach + 1, last))
             out.append(_episode(str(sid), str(env), part, _trim(series, first)))
     return out
 
 
 def _trim(series: pl.DataFrame, first: int) -> pl.DataFrame:
-    """From the first bad minute the smoothing window saw, to the last minute that is bad on its own."""
+    """From the first bad minute the smoothing window saw, to the last minute that is bad on its own.
+
+    Walking back from the first flagged minute passes over bad minutes and over minutes without
+    traffic (a sparse series is silent between its requests) and stops at a good minute.
+    """
     bad = series.get_column("minute_bad").to_numpy()
+    empty = (series.get_column("requests").to_numpy() == 0)
     steps = series.get_column("step").to_numpy()
     lo = int(np.searchsorted(steps, first))
-    while lo > 0 and bad[lo - 1]:  # walk back over contiguous bad minutes the smoothing hid
-        lo -= 1
+    back = lo - 1
+    while back >= 0 and (bad[back] or empty[back]):
+        lo = back if bad[back] else lo
+        back -= 1
     tail = np.flatnonzero(bad)
     hi = int(tail[-1]) + 1 if len(tail) and tail[-1] >= lo else lo + 1
     return series.slice(lo, hi - lo)
@@ -560,20 +815,38 @@ def _episode(sid: str, env: str, flagged: pl.DataFrame, series: pl.DataFrame) ->
 
 
 def _lake_reason(sid: str, series: pl.DataFrame, first: dict[str, Any]) -> str:
-    """'PaymentService 5xx ratio 4.1% vs 0.2% baseline (20x), p99 unchanged' over the episode."""
+    """'PaymentService 5xx ratio 4.1% vs 0.2% baseline (20x), p99 unchanged' over the episode.
+
+    A count signal is named only when the episode's counts could not plausibly come from the
+    baseline (3 sigma): a sparse series' one extra 4xx is not a reason.
+    """
     n = float(series.get_column("requests").sum())
+    errors = float(series.get_column("errors_5xx").sum())
+    client = float(series.get_column("client_errors_4xx").sum())
+    base_rate = (_exp(first["b_rate"]) or 1.0) - 1
     parts: list[str] = []
     quiet: list[str] = []
-    checks: list[tuple[str, Any, Any, str]] = [("err", float(series.get_column("errors_5xx").sum()) / n if n else 0.0, first["p0_err"], "ratio"),
-              ("cerr", float(series.get_column("client_errors_4xx").sum()) / n if n else 0.0, first["p0_cerr"], "ratio"),
-              ("p99", series.get_column("p99_ms").median(), _exp(first["b_p99"]), "ms"),
-              ("p50", series.get_column("p50_ms").median(), _exp(first["b_p50"]), "ms"),
-              ("rate", series.get_column("requests").mean(), (_exp(first["b_rate"]) or 1.0) - 1, "rpm")]
-    for name, now, base, unit in checks:
+    checks: list[tuple[str, Any, Any, str, bool]] = [
+        ("err", errors / n if n else 0.0, first["p0_err"], "ratio", _beyond(errors, n * _num_or(first["p0_err"]))),
+        ("cerr", client / n if n else 0.0, first["p0_cerr"], "ratio", _beyond(client, n * _num_or(first["p0_cerr"]))),
+        ("p99", series.get_column("p99_ms").median(), _exp(first["b_p99"]), "ms", True),
+        ("p50", series.get_column("p50_ms").median(), _exp(first["b_p50"]), "ms", True),
+        ("rate", series.get_column("requests").mean(), base_rate, "rpm", _beyond(n, base_rate * len(series), both=True))]
+    for name, now, base, unit, strong in checks:
         text, moved = _compare(name, now, base, unit)
-        (parts if moved else quiet).append(text)
+        (parts if moved and strong else quiet).append(text if strong or not moved else f"{SIGNAL_WORDS[name]} unchanged")
     quiet_names = [q for q in quiet if q and q.split()[0] in ("p99", "5xx")][:1]
     return f"{sid} " + ", ".join(parts + quiet_names) if parts else f"{sid} unusual mix of traffic signals"
+
+
+def _beyond(count: float, expected: float, *, both: bool = False) -> bool:
+    """``count`` is 3 Poisson sigmas above ``expected`` (or below, with ``both``), and at least 3."""
+    z = (count - expected) / math.sqrt(expected + 1.0)
+    return (abs(z) if both else z) >= 3.0 and (count >= 3 or both)
+
+
+def _num_or(value: Any, default: float = 0.0) -> float:
+    return float(value) if value is not None and math.isfinite(float(value)) else default
 
 
 def _compare(name: str, now: Any, base: Any, unit: str) -> tuple[str, bool]:

@@ -1,26 +1,44 @@
 """The canary judge: compare a canary version with its baseline over the same minutes.
 
-The test (valid however often it is looked at)
-    Per minute t the baseline served n_b requests with e_b failures and the canary n_c with e_c.
-    If failures are Poisson with a common, arbitrarily varying minute rate lambda_t (the whole
-    service has a bad minute, traffic swings, autocorrelation) and the canary's rate is
-    r * lambda_t, then given m_t = e_b + e_c the canary's share is binomial with
-    theta_t(r) = r n_c / (r n_c + n_b). The minute rate cancels: shared shocks and autocorrelated
-    traffic do not bias the test. Each minute's conditional likelihood multiplies; mixing the
-    likelihood ratio over a normal prior on log r gives, for every r0, a nonnegative martingale
-    under r = r0, so by Ville's inequality {r0 : mixture LR(r0) < 1/alpha} is a confidence
-    sequence for r valid at every minute at once (Robbins' method of mixtures). Extra-binomial
-    noise (bursts within one version) is absorbed by tempering the log-likelihood with an
-    overdispersion factor phi >= 1, estimated from 5-minute blocks (Pearson chi-square at the
-    fitted ratio, shrunk towards 1).
-    The same test runs on "slow" counts: requests slower than the pooled p99 of their route
-    (pooled over both versions, so identical versions are exchangeable).
+The test (valid however often it is looked at, robust to minute-level drift)
+    Per minute t the baseline served n_b requests with x_b "bad" ones (5xx, or slower than the
+    route's pooled p99) and the canary n_c with x_c. The judge follows the log of the rate ratio
+    R = (X_c / N_c) / (X_b / N_b) over everything seen so far (X, N: running sums).
+    Baseline and canary run on different instances, so each group's minute rates drift on their
+    own (a slow host, a warm cache) and minutes are autocorrelated: a per-request test (binomial
+    variance) sees those drifts as regressions and cries wolf the longer it watches. The
+    variance of log R is therefore the larger of
+      - the Poisson variance 1/X_c + 1/X_b plus an assumed drift floor (each group's log rate an
+        AR(1) with sd ``drift_sd`` and lag-1 correlation ``drift_phi``: 2 drift_sd^2 times the
+        variance of the mean of t minutes of such a process), and
+      - a batch-means variance: the minutes so far cut into ``batches`` equal consecutive
+        batches, each batch's linearised contribution to log R squared and summed; batches
+        several correlation times long carry the drift, so its long-run variance is counted
+        whatever its strength (Newey-West in spirit, no model needed).
+    With I = 1 / variance (the information), log R is treated as Brownian motion in I and
+    Robbins' normal-mixture boundary gives a confidence sequence that holds at every minute
+    at once (an asymptotic confidence sequence, Waudby-Smith et al. 2021):
+        |log R_hat - log R| <= sqrt((I + rho) (log(1 + I / rho) + 2 log(1 / alpha))) / I
+    Rollback needs statistical AND practical significance: the sequence excludes R = 1 and the
+    estimate is at least ``margin`` (1.5x for 5xx, ``slow_margin`` 2x for slow requests), with at
+    least ``min_canary_events`` bad canary requests. So that a regression that begins hours in is
+    not diluted by the good hours before it, the same rule also runs on the minutes since every
+    ``restart_minutes``-th minute (start k at level alpha / ((k+1)(k+2)); their variance uses the
+    drift the batch means showed before the start). bench/canary.py measures the false rollbacks of
+    identical canaries under per-group drift, against a Kayenta-style Mann-Whitney judge.
 
 Verdicts (alpha split by Bonferroni over the metrics and the overall + per-route tests)
-    rollback          some test's lower confidence bound on r is above 1 (the canary is worse)
+    rollback          some test says the canary is worse (rule above)
     promote           every overall upper bound is below ``promote_ratio`` with enough samples
     continue          neither yet
     insufficient_data the minimum-sample gate is not met (too few canary requests or minutes)
+
+Reading the lake
+    When the minute rollups cover the window, all canaries are judged from ONE query over
+    ``requests_1m`` (per service, env, version, method, route and minute: requests, 5xx, and the
+    requests above the sketch bucket of the route's pooled p99) and one more for the latency
+    summaries (merged sketch buckets from each pair's ``since``); else per pair from raw
+    ``requests``. Every test of a pair then runs in one vectorised numpy pass over (tests, minutes).
 """
 
 from __future__ import annotations
@@ -39,7 +57,6 @@ from analytics import sketch
 from meshlens.errors import MeshlensError, UnknownNameError
 from meshlens.timewin import Window, iso
 
-LOG_GRID = np.linspace(math.log(1 / 50), math.log(50), 241)
 WEIGHT_LADDER = (1, 5, 10, 25, 50, 100)
 
 
@@ -48,23 +65,31 @@ class JudgeConfig:
     """Knobs of the judge."""
 
     alpha: float = 0.01
-    prior_sd: float = 1.0
+    margin: float = 1.5  # a 5xx rollback needs the canary's 5xx rate above margin x the baseline's
+    slow_margin: float = 2.0  # a latency rollback: share slower than the route p99 above this x the baseline's
     promote_ratio: float = 1.5
+    batches: int = 8  # batch-means variance over this many consecutive batches of minutes
+    drift_sd: float = 0.2  # assumed floor of each group's own drift (sd of its log rate), ...
+    drift_phi: float = 0.95  # ... and its minute-to-minute correlation (about 40 minutes of memory)
+    prior_info: float = 10.0  # rho of the normal mixture, in units of information (1 / var of log R)
     min_canary_requests: int = 200
     min_minutes: int = 10
+    min_canary_events: int = 5  # a rollback needs at least this many bad canary requests
+    restart_minutes: int = 60  # also test the minutes since every hour of the canary (late regressions)
     min_promote_requests: int = 2_000
-    block_minutes: int = 5
     share_tolerance: float = 0.25
 
 
 @dataclass(frozen=True)
 class SequentialResult:
-    """A confidence sequence on the rate ratio r, evaluated at every minute."""
+    """A confidence sequence on the rate ratio R, evaluated at every minute."""
 
     ratio: np.ndarray  # point estimate per minute
     lower: np.ndarray
     upper: np.ndarray
-    phi: float
+    phi: float  # variance inflation over Poisson at the last minute (1: no drift seen)
+    log_ratio: np.ndarray | None = None
+    half_width: np.ndarray | None = None  # of the log-ratio interval, per minute
 
 
 @dataclass
@@ -99,129 +124,161 @@ class CanaryVerdict:
 # --------------------------------------------------------------------------------------
 # The sequential test (pure numpy; the benchmark calls it on simulated minutes)
 # --------------------------------------------------------------------------------------
-def loglik_path(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
-                block: int = 5) -> tuple[np.ndarray, np.ndarray]:
-    """Cumulative conditional log-likelihood per (minute, ratio on LOG_GRID), tempered by phi_t."""
-    live = (n_b > 0) & (n_c > 0)
-    nb, nc = np.where(live, n_b, 1.0), np.where(live, n_c, 0.0)
-    eb, ec = np.where(live, e_b, 0.0), np.where(live, e_c, 0.0)
-    r = np.exp(LOG_GRID)
-    theta = (r[None, :] * nc[:, None]) / (r[None, :] * nc[:, None] + nb[:, None])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ll = ec[:, None] * np.log(np.where(theta > 0, theta, 1.0)) + eb[:, None] * np.log1p(-theta)
-    ll = ll - ll[:, [int(np.argmin(np.abs(LOG_GRID)))]]  # relative to r = 1: each row sums to a log LR
-    cum = np.cumsum(ll, axis=0)
-    phis = causal_overdispersion(nb, eb, nc, ec, cum, block=block)
-    return cum, phis
+def ratio_path(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *, batches: int = 8,
+               drift_sd: float = 0.2, drift_phi: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per minute: log R over everything so far, its variance, the Poisson part of it, and "both live".
+
+    Works along the last axis: pass (tests, minutes) arrays to run many tests at once.
+    """
+    nb, xb, nc, xc = (np.cumsum(np.asarray(a, dtype=float), axis=-1) for a in (n_b, e_b, n_c, e_c))
+    live = (nb > 0) & (nc > 0)
+    log_ratio = np.where(live, np.log((xc + 0.5) / np.maximum(nc, 1)) - np.log((xb + 0.5) / np.maximum(nb, 1)), 0.0)
+    poisson = 1.0 / (xc + 0.5) + 1.0 / (xb + 0.5)
+    floor = poisson + 2 * drift_sd ** 2 * ar1_mean_variance(nb.shape[-1], phi=drift_phi)
+    var = np.maximum(floor, batch_variance(n_b, e_b, n_c, e_c, batches=batches))
+    return log_ratio, var, poisson, live
+
+
+def drift_estimate(path: tuple[np.ndarray, ...], *, drift_sd: float, drift_phi: float) -> np.ndarray:
+    """Per minute, the per-group drift sd the data shows so far (batch-means excess over Poisson), at least drift_sd.
+
+    Only the excess beyond twice the Poisson variance counts: with few bad requests per batch the
+    batch-means estimate alone scatters that much, and a drift it cannot tell from noise is left
+    to the floor.
+    """
+    _, var, poisson, _ = path
+    shape = ar1_mean_variance(np.shape(var)[-1], phi=drift_phi)
+    seen = np.maximum(var - 2 * poisson, 0.0) / (2 * shape)  # beyond twice Poisson: not batch-means noise
+    return np.sqrt(np.maximum(seen, drift_sd ** 2))
+
+
+def ar1_mean_variance(count: int, *, phi: float) -> np.ndarray:
+    """Per t = 1..count, the variance of the mean of t minutes of a unit-variance AR(1) with lag-1 correlation phi."""
+    t = np.arange(1, count + 1, dtype=float)
+    if phi <= 0:
+        return 1.0 / t
+    return (1 + phi) / (1 - phi) / t - 2 * phi * (1 - phi ** t) / ((1 - phi) ** 2 * t * t)
 
 
 def confidence_sequence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
-                        alpha: float, prior_sd: float = 1.0, block: int = 5,
-                        path: tuple[np.ndarray, np.ndarray] | None = None) -> SequentialResult:
-    """Anytime-valid (1 - alpha) confidence sequence on the canary/baseline failure-rate ratio."""
-    cum, phis = path if path is not None else loglik_path(n_b, e_b, n_c, e_c, block=block)
-    cum = cum / phis[:, None]
-    r = np.exp(LOG_GRID)
-    weights = np.exp(-0.5 * (LOG_GRID / prior_sd) ** 2)
-    weights /= weights.sum()
-    log_mix = _logsumexp(cum + np.log(weights)[None, :])
-    outside = (log_mix[:, None] - cum) >= math.log(1 / alpha)  # r0 rejected at minute t
-    lower, upper = _bounds(outside, r)
-    ratio = r[np.argmax(cum, axis=1)] if len(cum) else np.array([])
-    return SequentialResult(ratio=ratio, lower=lower, upper=upper, phi=float(phis[-1]) if len(phis) else 1.0)
+                        alpha: float, prior_info: float = 10.0, path: tuple[np.ndarray, ...] | None = None,
+                        **variance: Any) -> SequentialResult:
+    """Anytime (1 - alpha) confidence sequence on the canary/baseline rate ratio, at every minute.
+
+    ``variance``: batches, drift_sd, drift_phi of ``ratio_path``; ``path``: its answer, when already computed.
+    """
+    log_ratio, var, poisson, live = path if path is not None else ratio_path(n_b, e_b, n_c, e_c, **variance)
+    half = np.where(live, mixture_half_width(1.0 / var, alpha=alpha, prior_info=prior_info), np.inf)
+    with np.errstate(over="ignore"):
+        lower, upper = np.exp(log_ratio - half), np.exp(log_ratio + half)
+    phi = float(var[-1] / poisson[-1]) if var.ndim == 1 and len(var) else 1.0
+    return SequentialResult(ratio=np.exp(log_ratio), lower=lower, upper=upper, phi=phi,
+                            log_ratio=log_ratio, half_width=half)
+
+
+def mixture_half_width(info: np.ndarray, *, alpha: float, prior_info: float) -> np.ndarray:
+    """Robbins' normal-mixture boundary for a mean seen with information ``info`` (two-sided, level alpha)."""
+    info = np.maximum(np.asarray(info, dtype=float), 1e-12)
+    return np.sqrt((info + prior_info) * (np.log1p(info / prior_info) + 2 * math.log(1 / alpha))) / info
+
+
+def batch_variance(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
+                   batches: int = 8) -> np.ndarray:
+    """Per minute t, the batch-means variance of log R over minutes [0, t) cut into ``batches`` batches.
+
+    Each batch's linearised contribution to log R is (x_c - p_c n_c) / X_c - (x_b - p_b n_b) / X_b
+    (sums over the batch, rates and totals over all minutes so far); the sum of their squares,
+    times k / (k - 1), estimates the variance of log R including the minute-to-minute drift of
+    each group. Zero until every batch holds at least two minutes.
+    """
+    cums = [np.cumsum(np.asarray(a, dtype=float), axis=-1) for a in (n_b, e_b, n_c, e_c)]
+    arrays = [np.concatenate([np.zeros(a.shape[:-1] + (1,)), a], axis=-1) for a in cums]
+    count = cums[0].shape[-1]
+    if count < 2 * batches:
+        return np.zeros(cums[0].shape)
+    t = np.arange(1, count + 1)
+    edges = (t[:, None] * np.arange(batches + 1)[None, :]) // batches  # (T, k+1) minute boundaries
+    sb_n, sb_x, sc_n, sc_x = (np.diff(a[..., edges], axis=-1) for a in arrays)
+    nb, xb, nc, xc = cums
+    p_b, p_c = xb / np.maximum(nb, 1), xc / np.maximum(nc, 1)
+    infl = ((sc_x - p_c[..., None] * sc_n) / (xc + 0.5)[..., None]
+            - (sb_x - p_b[..., None] * sb_n) / (xb + 0.5)[..., None])
+    out = (infl ** 2).sum(axis=-1) * batches / (batches - 1)
+    out[..., t < 2 * batches] = 0.0
+    return out
 
 
 def worse_evidence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,
-                   prior_sd: float = 1.0, block: int = 5, restart_minutes: int = 30,
-                   path: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """log of an e-process against "the canary fails no more often than the baseline" (r <= 1).
+                   margin: float | np.ndarray = 1.5, prior_info: float = 10.0, restart_minutes: int = 60,
+                   min_events: float = 0.0, path: tuple[np.ndarray, ...] | None = None, **variance: Any) -> np.ndarray:
+    """log evidence that the canary is worse: rollback when it reaches log(1 / alpha).
 
-    A mixture (half-normal prior on log r > 0) of likelihood ratios against r = 1, started
-    afresh every ``restart_minutes`` and averaged with weights 1/((k+1)(k+2)) (summing to 1), so a
-    regression that begins hours into the canary is not diluted by the good hours before it.
-    Each started mixture is a nonnegative martingale with mean 1 under r = 1 (and a
-    supermartingale under r < 1), so their average is too: rejecting when it exceeds 1/alpha is
-    valid at every minute at once (Ville). ``path``: loglik_path's answer, when already computed.
+    The rule, for the minutes since the canary started and, so that a regression that begins
+    hours in is not diluted by the good hours before it, for the minutes since every
+    ``restart_minutes``-th minute (start k tested at level alpha / ((k + 1)(k + 2)), summing to
+    alpha): the confidence sequence excludes "no difference" (R = 1) AND the estimate is at
+    least ``margin`` (practical significance) AND the canary had ``min_events`` bad requests in
+    those minutes. The value is the normal-mixture statistic against R = 1 minus log((k+1)(k+2)),
+    the largest over the starts; minus infinity where no start qualifies. The whole-run path
+    uses the full variance (batch means included); a later start uses the Poisson variance plus
+    the drift the batch means showed before it (at least the assumed floor ``drift_sd``).
     """
-    cum, phis = path if path is not None else loglik_path(n_b, e_b, n_c, e_c, block=block)
-    up = LOG_GRID > 0
-    weights = np.exp(-0.5 * (LOG_GRID[up] / prior_sd) ** 2)
-    log_w = np.log(weights / weights.sum())
-    t_count = len(cum)
-    out = np.full(t_count, -np.inf)
-    for k, start in enumerate(range(0, t_count, restart_minutes)):
-        base = cum[start - 1, up] if start > 0 else np.zeros(int(up.sum()))
-        part = (cum[start:, up] - base[None, :]) / phis[start:, None]
-        log_mix = _logsumexp(part + log_w[None, :]) - math.log((k + 1) * (k + 2))
-        out[start:] = np.logaddexp(out[start:], log_mix)
-    starts = len(range(0, t_count, restart_minutes))
-    not_started = 1.0 - sum(1.0 / ((k + 1) * (k + 2)) for k in range(starts))  # weight of later starts: still 1
-    return np.logaddexp(out, math.log(max(not_started, 1e-300)))
+    variance.setdefault("drift_sd", 0.2)
+    variance.setdefault("drift_phi", 0.95)
+    log_ratio, var, _poisson, live = path if path is not None else ratio_path(n_b, e_b, n_c, e_c, **variance)
+    log_margin = np.log(margin)
+    cum_c = np.cumsum(np.asarray(e_c, dtype=float), axis=-1)
+    out = np.where(live & (log_ratio >= log_margin) & (cum_c >= min_events),
+                   _mixture_log(log_ratio, var, prior_info) - math.log(2), -np.inf)
+    count = np.shape(log_ratio)[-1]
+    starts = np.arange(restart_minutes, count, restart_minutes) if restart_minutes else np.array([], dtype=int)
+    if len(starts):
+        drift = drift_estimate((log_ratio, var, _poisson, live), drift_sd=variance["drift_sd"],
+                               drift_phi=variance["drift_phi"])
+        out = np.maximum(out, _restarted_evidence((n_b, e_b, n_c, e_c), starts, margin=margin, min_events=min_events,
+                                                  drift=np.take(drift, starts - 1, axis=-1)[..., None],
+                                                  drift_phi=variance["drift_phi"], prior_info=prior_info))
+    return out
 
 
-def causal_overdispersion(nb: np.ndarray, eb: np.ndarray, nc: np.ndarray, ec: np.ndarray,
-                          cum: np.ndarray, *, block: int) -> np.ndarray:
-    """Per minute, the overdispersion factor estimated from the blocks completed so far.
+Counts = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
-    The same numbers as calling ``overdispersion`` on every prefix of whole blocks, computed for
-    all prefixes at once (one blocks-by-prefixes matrix instead of a Python loop).
+
+def _restarted_evidence(arrays: Counts, starts: np.ndarray, *, margin: float | np.ndarray, min_events: float,
+                        drift: np.ndarray, drift_phi: float, prior_info: float) -> np.ndarray:
+    """The best weighted evidence over the later starts, per minute (logs only where a start qualifies)."""
+    nb, xb, nc, xc, elapsed = _suffix_sums(*arrays, starts)
+    factor = np.expand_dims(np.asarray(margin, dtype=float), -1) if np.ndim(margin) else margin
+    ok = (elapsed >= 0) & (nb > 0) & (nc > 0) & (xc >= min_events) & ((xc + 0.5) * nb >= factor * (xb + 0.5) * nc)
+    out = np.full(ok.shape, -np.inf)
+    if ok.any():
+        where = np.nonzero(ok)
+        weight = np.log((where[-2] + 2.0) * (where[-2] + 3.0))  # start k (1-based) weighs 1 / ((k+1)(k+2))
+        lr = np.log((xc[where] + 0.5) / nc[where]) - np.log((xb[where] + 0.5) / nb[where])
+        shape = ar1_mean_variance(np.shape(elapsed)[-1], phi=drift_phi)[elapsed[where[-2:]]]
+        drift_var = 2 * np.broadcast_to(drift, ok.shape)[where] ** 2 * shape
+        var = 1.0 / (xc[where] + 0.5) + 1.0 / (xb[where] + 0.5) + drift_var
+        out[where] = _mixture_log(lr, var, prior_info) - weight
+    return out.max(axis=-2)
+
+
+def _suffix_sums(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray,
+                 starts: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Running sums over minutes [s, t] for every start s, shape (..., S, T), and t - s (S, T).
+
+    float32: exact for counts below 2**24 per run, and half the memory of the (tests, starts, minutes) arrays.
     """
-    phis = np.ones(len(nb))
-    count = len(nb) // block
-    if count < 3:
-        return phis
-    size = count * block
-    bnb, beb, bnc, bec = (x[:size].reshape(-1, block).sum(axis=1) for x in (nb, eb, nc, ec))
-    ends = np.arange(3, count + 1)  # prefixes of 3.. blocks
-    r_hat = np.exp(LOG_GRID[np.argmax(cum[ends * block - 1], axis=1)])[:, None]
-    m = beb + bec
-    ok = ((m > 0) & (bnb > 0) & (bnc > 0))[None, :] & (np.arange(count)[None, :] < ends[:, None])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        theta = r_hat * bnc[None, :] / (r_hat * bnc[None, :] + bnb[None, :])
-        var = m[None, :] * theta * (1 - theta)
-        terms = (bec[None, :] - m[None, :] * theta) ** 2 / np.maximum(var, 1e-9)
-    chi2 = np.where(ok, terms, 0.0).sum(axis=1)
-    n_ok = ok.sum(axis=1)
-    phi = np.where(n_ok >= 3, np.maximum(1.0, (chi2 + 10.0) / (n_ok - 1 + 10.0)), 1.0)
-    phis[3 * block - 1:size] = np.repeat(phi, block)[: size - (3 * block - 1)]
-    phis[size:] = phi[-1]
-    return phis
+    cums = [np.cumsum(np.asarray(a, dtype=np.float32), axis=-1) for a in (n_b, e_b, n_c, e_c)]
+    count = cums[0].shape[-1]
+    sums = [c[..., None, :] - np.take(c, starts - 1, axis=-1)[..., None] for c in cums]
+    elapsed = np.arange(count)[None, :] - starts[:, None]
+    return (*sums, elapsed)
 
 
-def overdispersion(nb: np.ndarray, eb: np.ndarray, nc: np.ndarray, ec: np.ndarray,
-                   final_ll: np.ndarray, *, block: int, shrink: float = 10.0) -> float:
-    """Pearson dispersion of the conditional binomial on blocks of minutes, shrunk towards 1, at least 1."""
-    if len(nb) < block * 3:
-        return 1.0
-    r_hat = math.exp(LOG_GRID[int(np.argmax(final_ll))])
-    size = len(nb) // block * block
-    sums = [x[:size].reshape(-1, block).sum(axis=1) for x in (nb, eb, nc, ec)]
-    bnb, beb, bnc, bec = sums
-    m = beb + bec
-    ok = (m > 0) & (bnb > 0) & (bnc > 0)
-    if ok.sum() < 3:
-        return 1.0
-    theta = r_hat * bnc[ok] / (r_hat * bnc[ok] + bnb[ok])
-    var = m[ok] * theta * (1 - theta)
-    chi2 = float(np.sum((bec[ok] - m[ok] * theta) ** 2 / np.maximum(var, 1e-9)))
-    df = int(ok.sum()) - 1
-    return max(1.0, (chi2 + shrink) / (df + shrink))
-
-
-def _logsumexp(matrix: np.ndarray) -> np.ndarray:
-    top = matrix.max(axis=1, keepdims=True)
-    return (top + np.log(np.exp(matrix - top).sum(axis=1, keepdims=True)))[:, 0]
-
-
-def _bounds(outside: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest and largest grid ratio still inside the sequence at every minute (running intersection)."""
-    inside = ~outside
-    any_in = inside.any(axis=1)
-    lo_idx = np.where(any_in, inside.argmax(axis=1), 0)
-    hi_idx = np.where(any_in, len(r) - 1 - inside[:, ::-1].argmax(axis=1), len(r) - 1)
-    lower = np.maximum.accumulate(r[lo_idx]) if len(r[lo_idx]) else r[lo_idx]
-    upper = np.minimum.accumulate(r[hi_idx]) if len(r[hi_idx]) else r[hi_idx]
-    return lower, upper
+def _mixture_log(log_ratio: np.ndarray, var: np.ndarray, prior_info: float) -> np.ndarray:
+    """log of the normal-mixture martingale against R = 1 (crosses log(1/alpha) when the sequence excludes 1)."""
+    info = 1.0 / var
+    return 0.5 * np.log(prior_info / (info + prior_info)) + (info * log_ratio) ** 2 / (2 * (info + prior_info))
 
 
 def first_true(flags: np.ndarray) -> int | None:
@@ -344,15 +401,16 @@ def rollups_cover(conn: duckdb.DuckDBPyConnection, *, window: Window, service: s
     return int(rolled) == int(raw)
 
 
-def _rollup_where(window: Window, *, service: str | None, env: str | None) -> tuple[str, list[Any]]:
-    """Minute window (with date pruning) and filters on a ``*_1m`` rollup."""
+def _rollup_where(window: Window, *, service: str | None, env: str | None, alias: str = "") -> tuple[str, list[Any]]:
+    """Minute window (with date pruning) and filters on a ``*_1m`` rollup (columns prefixed by ``alias.``)."""
+    pre = f"{alias}." if alias else ""
     last_day = (window.end - timedelta(microseconds=1)).date()
-    clauses = ["minute >= ?", "minute < ?", f"date >= DATE '{window.start.date().isoformat()}'",
-               f"date <= DATE '{last_day.isoformat()}'"]
+    clauses = [f"{pre}minute >= ?", f"{pre}minute < ?", f"{pre}date >= DATE '{window.start.date().isoformat()}'",
+               f"{pre}date <= DATE '{last_day.isoformat()}'"]
     params: list[Any] = [window.start, window.end]
     for col, value in (("service", service), ("env", env)):
         if value:
-            clauses.append(f"{col} = ?")
+            clauses.append(f"{pre}{col} = ?")
             params.append(value)
     return " AND ".join(clauses), params
 
@@ -459,6 +517,19 @@ class _Test:
     promote_at: int | None
 
 
+@dataclass
+class _Pending:
+    """One pair judged from its minute counts, waiting for its latency summary."""
+
+    verdict: CanaryVerdict
+    tests: list[_Test]
+    minutes: list[datetime]
+    since_idx: int = 0
+
+
+Pair = tuple[str, str | None, str, str]
+
+
 def judge(conn: duckdb.DuckDBPyConnection, service: str | None = None, *, window: Window,
           env: str | None = None, baseline: str | None = None, canary: str | None = None,
           expected_share: float | None = None, config: JudgeConfig = JudgeConfig()) -> list[CanaryVerdict]:
@@ -471,81 +542,142 @@ def judge(conn: duckdb.DuckDBPyConnection, service: str | None = None, *, window
     if baseline and canary and service:
         _check_versions(conn, window=window, service=service, env=env, names=(baseline, canary), rollups=rollups)
         envs = _envs_of(conn, window=window, service=service, env=env, versions=(baseline, canary), rollups=rollups)
-        pairs = [(service, e, baseline, canary) for e in envs]
+        pairs: list[Pair] = [(service, e, baseline, canary) for e in envs]
     else:
         pairs = canary_pairs(conn, window=window, service=service, env=env, rollups=rollups)
-    return [judge_pair(conn, window=window, service=s, env=e, baseline=b, canary=c,
-                       expected_share=expected_share, config=config, rollups=rollups) for s, e, b, c in pairs]
+    return judge_pairs(conn, pairs, window=window, expected_share=expected_share, config=config, rollups=rollups)
 
 
 def judge_pair(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
                baseline: str, canary: str, expected_share: float | None = None,
                config: JudgeConfig = JudgeConfig(), rollups: bool = False) -> CanaryVerdict:
     """The verdict for one (service, env, baseline, canary) over the minutes both served traffic."""
-    counts = minute_counts(conn, window=window, service=service, env=env, baseline=baseline, canary=canary,
-                           rollups=rollups)
-    minutes = _overlap_minutes(counts, baseline, canary)
+    return judge_pairs(conn, [(service, env, baseline, canary)], window=window, expected_share=expected_share,
+                       config=config, rollups=rollups)[0]
+
+
+def judge_pairs(conn: duckdb.DuckDBPyConnection, pairs: list[Pair], *, window: Window,
+                expected_share: float | None = None, config: JudgeConfig = JudgeConfig(),
+                rollups: bool = False) -> list[CanaryVerdict]:
+    """Verdicts for many pairs: one read of the minute counts, one of the latency sketches."""
+    if not pairs:
+        return []
+    counts = pair_counts(conn, pairs, window=window, rollups=rollups)
+    pending = [_judge_counts(counts.get((s, e)), service=s, env=e, baseline=b, canary=c, window=window,
+                             expected_share=expected_share, config=config) for s, e, b, c in pairs]
+    live = [p for p in pending if p.minutes]
+    summaries = pair_summaries(conn, [_summary_key(p) for p in live], window=window, rollups=rollups)
+    for k, p in enumerate(live):
+        _describe(p, summaries.filter(pl.col("pair") == k), config)
+    return [p.verdict for p in pending]
+
+
+def _summary_key(p: _Pending) -> tuple[str, str | None, str, str, datetime]:
+    v = p.verdict
+    return (v.service, v.env, v.baseline, v.canary, p.minutes[p.since_idx])
+
+
+def _judge_counts(counts: pl.DataFrame | None, *, service: str, env: str | None, baseline: str, canary: str,
+                  window: Window, expected_share: float | None, config: JudgeConfig) -> _Pending:
+    """Run every test of one pair on its minute counts and decide (the evidence sentence comes later)."""
+    frame = _pair_frame(counts, baseline, canary)
+    minutes = _overlap_minutes(frame, baseline, canary)
     verdict = CanaryVerdict(service=service, env=env, baseline=baseline, canary=canary,
                             verdict="insufficient_data", evidence="", decided_at=None, since=None,
                             start=minutes[0] if minutes else None,
                             end=minutes[-1] + timedelta(minutes=1) if minutes else None)
     if not minutes:
         verdict.evidence = f"{canary} and {baseline} never served {service} in the same minute of {window}"
-        return verdict
-    tests = _run_tests(counts, minutes, baseline, canary, config)
+        return _Pending(verdict, [], [])
+    tests = _run_tests(frame, minutes, baseline, canary, config)
     _decide(verdict, tests, minutes, config)
-    _describe(conn, verdict, tests, minutes, window=window, config=config, rollups=rollups)
+    since_idx = 0
+    if verdict.verdict == "rollback":
+        deciding = _deciding_test(verdict, tests)
+        since_idx = change_point(*deciding.arrays, ratio=float(deciding.result.ratio[-1]))
+    verdict.since = minutes[since_idx]
     verdict.traffic = traffic_share(tests[0].arrays, minutes, expected=expected_share, config=config)
     verdict.next_weights = next_weights(verdict.verdict, verdict.traffic, baseline, canary)
-    return verdict
+    return _Pending(verdict, tests, minutes, since_idx)
+
+
+def _pair_frame(counts: pl.DataFrame | None, baseline: str, canary: str) -> pl.DataFrame:
+    """The pair's rows of the per-service counts, with a scope column ("METHOD /route")."""
+    if counts is None:
+        return pl.DataFrame(schema={"version": pl.Utf8, "scope": pl.Utf8, "minute": pl.Datetime("us", "UTC"),
+                                    "n": pl.Float64, "e": pl.Float64, "slow": pl.Float64})
+    return counts.filter(pl.col("version").is_in([baseline, canary])).with_columns(
+        (pl.col("method").fill_null("") + " " + pl.col("route").fill_null("")).alias("scope"))
 
 
 def _overlap_minutes(counts: pl.DataFrame, baseline: str, canary: str) -> list[datetime]:
-    per = counts.group_by("minute", "version").agg(pl.col("n").sum())
-    both = per.group_by("minute").agg(pl.col("version").n_unique().alias("k")).filter(pl.col("k") == 2)
+    """Every minute from the first to the last minute that both versions served."""
+    both = (counts.filter(pl.col("n") > 0).group_by("minute").agg(pl.col("version").n_unique().alias("k"))
+            .filter(pl.col("k") == 2))
     if both.is_empty():
         return []
-    first, last = both.get_column("minute").min(), both.get_column("minute").max()
-    return list(pl.datetime_range(first, last, "1m", eager=True))  # type: ignore[arg-type]
+    first: datetime = both.get_column("minute").min()  # type: ignore[assignment]
+    last: datetime = both.get_column("minute").max()  # type: ignore[assignment]
+    return [first + timedelta(minutes=k) for k in range(int((last - first).total_seconds() // 60) + 1)]
 
 
-def _arrays(counts: pl.DataFrame, minutes: list[datetime], version: str, column: str) -> tuple[np.ndarray, np.ndarray]:
-    grid = pl.DataFrame({"minute": minutes}).with_columns(pl.col("minute").cast(counts.schema["minute"]))
-    mine = counts.filter(pl.col("version") == version).group_by("minute").agg(pl.col("n").sum(), pl.col(column).sum())
-    joined = grid.join(mine, on="minute", how="left").fill_null(0.0)
-    return joined.get_column("n").to_numpy().astype(float), joined.get_column(column).to_numpy().astype(float)
+def _grid(frame: pl.DataFrame, minutes: list[datetime], baseline: str, canary: str,
+          scopes: list[str]) -> dict[str, np.ndarray]:
+    """Per column (n, e, slow): an array [scope, version (0 baseline, 1 canary), minute], scope 0 = all routes."""
+    first = minutes[0]
+    offset = (frame.get_column("minute") - first).dt.total_seconds().to_numpy() // 60
+    size = len(minutes)
+    scope_idx = (frame.get_column("scope").replace_strict(scopes, list(range(len(scopes))), default=-1,
+                                                        return_dtype=pl.Int64).to_numpy())
+    version_idx = (frame.get_column("version") == canary).to_numpy().astype(np.int64)
+    ok = (offset >= 0) & (offset < size)
+    out = {}
+    for column in ("n", "e", "slow"):
+        values = frame.get_column(column).to_numpy().astype(float)
+        flat = np.bincount((version_idx * size + offset)[ok].astype(np.int64), weights=values[ok], minlength=2 * size)
+        grid = np.zeros((len(scopes), 2, size))
+        grid[0] = flat.reshape(2, size)
+        routed = ok & (scope_idx > 0)
+        keys = (scope_idx * 2 + version_idx) * size + offset
+        per = np.bincount(keys[routed].astype(np.int64), weights=values[routed], minlength=len(scopes) * 2 * size)
+        grid[1:] = per.reshape(len(scopes), 2, size)[1:]
+        out[column] = grid
+    return out
 
 
-def _run_tests(counts: pl.DataFrame, minutes: list[datetime], baseline: str, canary: str,
+def _route_scopes(frame: pl.DataFrame, baseline: str, canary: str) -> list[str]:
+    """The canary's 20 busiest routes that the baseline served too."""
+    per = frame.group_by("scope", "version").agg(pl.col("n").sum())
+    base = set(per.filter(pl.col("version") == baseline).get_column("scope").to_list())
+    mine = per.filter(pl.col("version") == canary).sort(["n", "scope"], descending=[True, False])
+    return [s for s in mine.get_column("scope").to_list() if s in base][:20]
+
+
+def _run_tests(frame: pl.DataFrame, minutes: list[datetime], baseline: str, canary: str,
                config: JudgeConfig) -> list[_Test]:
-    scoped = counts.with_columns((pl.col("method").fill_null("") + " " + pl.col("route").fill_null("")).alias("scope"))
-    canary_routes = (scoped.filter(pl.col("version") == canary).group_by("scope").agg(pl.col("n").sum())
-                     .sort("n", descending=True).head(20).get_column("scope").to_list())
-    scopes = [""] + [s for s in canary_routes
-                     if scoped.filter((pl.col("scope") == s) & (pl.col("version") == baseline)).height]
+    """The 5xx and slow tests, overall and per route, all in one vectorised pass over (tests, minutes)."""
+    scopes = [""] + _route_scopes(frame, baseline, canary)
+    grid = _grid(frame, minutes, baseline, canary, scopes)
     alpha = config.alpha / (2 * len(scopes))
+    n_b, n_c = (np.repeat(grid["n"][:, v], 2, axis=0) for v in (0, 1))  # rows: scope0 5xx, scope0 slow, ...
+    x_b, x_c = (np.stack([grid["e"][:, v], grid["slow"][:, v]], axis=1).reshape(-1, len(minutes)) for v in (0, 1))
+    margins = np.tile([config.margin, config.slow_margin], len(scopes))[:, None]
+    path = ratio_path(n_b, x_b, n_c, x_c, batches=config.batches, drift_sd=config.drift_sd, drift_phi=config.drift_phi)
+    result = confidence_sequence(n_b, x_b, n_c, x_c, alpha=alpha, prior_info=config.prior_info, path=path)
+    evidence = worse_evidence(n_b, x_b, n_c, x_c, margin=margins, prior_info=config.prior_info, path=path,
+                              restart_minutes=config.restart_minutes, min_events=config.min_canary_events,
+                              drift_sd=config.drift_sd, drift_phi=config.drift_phi)
+    gate = (np.cumsum(n_c, axis=1) >= config.min_canary_requests) & (np.arange(len(minutes)) + 1 >= config.min_minutes)
+    rollback = gate & (evidence >= math.log(1 / alpha))
+    promote = gate & (np.cumsum(n_c, axis=1) >= config.min_promote_requests) & (result.upper < config.promote_ratio)
     tests = []
-    for scope in scopes:
-        part = scoped if scope == "" else scoped.filter(pl.col("scope") == scope)
-        for metric, column in (("5xx", "e"), ("slow", "slow")):
-            n_b, e_b = _arrays(part, minutes, baseline, column)
-            n_c, e_c = _arrays(part, minutes, canary, column)
-            path = loglik_path(n_b, e_b, n_c, e_c, block=config.block_minutes)
-            result = confidence_sequence(n_b, e_b, n_c, e_c, alpha=alpha, prior_sd=config.prior_sd,
-                                         block=config.block_minutes, path=path)
-            tests.append(_make_test(scope, metric, (n_b, e_b, n_c, e_c), result, config, alpha=alpha, path=path))
+    for row in range(len(n_b)):
+        single = SequentialResult(ratio=result.ratio[row], lower=result.lower[row], upper=result.upper[row],
+                                  phi=float(path[1][row, -1] / path[2][row, -1]), log_ratio=path[0][row],
+                                  half_width=result.half_width[row])  # type: ignore[index]
+        tests.append(_Test(scopes[row // 2], ("5xx", "slow")[row % 2], (n_b[row], x_b[row], n_c[row], x_c[row]),
+                           single, rollback_at=first_true(rollback[row]), promote_at=first_true(promote[row])))
     return tests
-
-
-def _make_test(scope: str, metric: str, arrays: tuple[np.ndarray, ...], result: SequentialResult,
-               config: JudgeConfig, *, alpha: float, path: tuple[np.ndarray, np.ndarray] | None = None) -> _Test:
-    n_c = arrays[2]
-    gate = (np.cumsum(n_c) >= config.min_canary_requests) & (np.arange(len(n_c)) + 1 >= config.min_minutes)
-    promote_gate = np.cumsum(n_c) >= config.min_promote_requests
-    evidence = worse_evidence(*arrays, prior_sd=config.prior_sd, block=config.block_minutes, path=path)  # type: ignore[misc]
-    return _Test(scope, metric, arrays, result,  # type: ignore[arg-type]
-                 rollback_at=first_true(gate & (evidence >= math.log(1 / alpha))),
-                 promote_at=first_true(promote_gate & gate & (result.upper < config.promote_ratio)))
 
 
 def _decide(verdict: CanaryVerdict, tests: list[_Test], minutes: list[datetime], config: JudgeConfig) -> None:
@@ -572,21 +704,122 @@ def _deciding_test(verdict: CanaryVerdict, tests: list[_Test]) -> _Test:
     return tests[0]
 
 
-def _describe(conn: duckdb.DuckDBPyConnection, verdict: CanaryVerdict, tests: list[_Test],
-              minutes: list[datetime], *, window: Window, config: JudgeConfig, rollups: bool = False) -> None:
-    """Fill since, the tables and the one-sentence evidence."""
-    deciding = _deciding_test(verdict, tests)
-    since_idx = 0
-    if verdict.verdict == "rollback":
-        since_idx = change_point(*deciding.arrays, ratio=float(deciding.result.ratio[-1]))
-    verdict.since = minutes[since_idx]
-    summary = latency_summary(conn, window=window, service=verdict.service, env=verdict.env,
-                              baseline=verdict.baseline, canary=verdict.canary, since=verdict.since,
-                              rollups=rollups)
+def _describe(pending: _Pending, summary: pl.DataFrame, config: JudgeConfig) -> None:
+    """Fill the tables and the one-sentence evidence."""
+    verdict, tests = pending.verdict, pending.tests
     verdict.overall = _scope_rows(summary, tests, "", verdict)
     verdict.routes = [row for t in tests if t.scope and t.metric == "5xx"
                       for row in _scope_rows(summary, tests, t.scope, verdict)]
-    verdict.evidence = _sentence(verdict, deciding, since_idx, config)
+    verdict.evidence = _sentence(verdict, _deciding_test(verdict, tests), pending.since_idx, config)
+
+
+# --------------------------------------------------------------------------------------
+# Reading many pairs at once
+# --------------------------------------------------------------------------------------
+def pair_counts(conn: duckdb.DuckDBPyConnection, pairs: list[Pair], *, window: Window,
+                rollups: bool) -> dict[tuple[str, str | None], pl.DataFrame]:
+    """Per (service, env): minute counts (version, method, route, minute, n, e, slow) of the pairs' versions."""
+    if rollups:
+        frame = _pair_counts_rollup(conn, pairs, window=window)
+    else:
+        parts = [minute_counts(conn, window=window, service=s, env=e, baseline=b, canary=c).with_columns(
+                 service=pl.lit(s), env=pl.lit(e, dtype=pl.Utf8)) for s, e, b, c in pairs]
+        frame = pl.concat([p.select(sorted(p.columns)) for p in parts], how="vertical_relaxed")
+    return {(key[0], key[1]): part for key, part in frame.partition_by(["service", "env"], as_dict=True).items()}
+
+
+def _register_pairs(conn: duckdb.DuckDBPyConnection, name: str, frame: pl.DataFrame) -> None:
+    conn.register(name, frame.to_arrow())
+
+
+def _pair_counts_rollup(conn: duckdb.DuckDBPyConnection, pairs: list[Pair], *, window: Window) -> pl.DataFrame:
+    """One query over requests_1m for every pair: "slow" is above the bucket of the pooled route p99."""
+    versions = pl.DataFrame({"service": [p[0] for p in pairs for _ in (2, 3)],
+                             "env": [p[1] for p in pairs for _ in (2, 3)],
+                             "version": [p[k] for p in pairs for k in (2, 3)]},
+                            schema={"service": pl.Utf8, "env": pl.Utf8, "version": pl.Utf8}).unique()
+    _register_pairs(conn, "_canary_versions", versions)
+    where, params = _rollup_where(window, service=None, env=None, alias="r")
+    sql = f"""
+        WITH src AS (SELECT r.service, r.env, r.version, r.method, coalesce(r.route, '') AS route, r.minute,
+                            r.lat_key AS k, r.requests AS n, r.errors_5xx AS e, r.duration_count AS c
+                     FROM requests_1m r SEMI JOIN _canary_versions w ON r.service = w.service
+                          AND r.env IS NOT DISTINCT FROM w.env AND r.version = w.version
+                     WHERE {where}),
+             sk AS (SELECT service, env, method, route, k, sum(c) AS c FROM src WHERE k IS NOT NULL GROUP BY ALL),
+             cum AS (SELECT service, env, method, route, k,
+                            sum(c) OVER (PARTITION BY service, env, method, route ORDER BY k) AS cum,
+                            sum(c) OVER (PARTITION BY service, env, method, route) AS tot FROM sk),
+             thr AS (SELECT service, env, method, route,
+                            min(k) FILTER (WHERE cum >= {sketch.rank_sql(0.99, 'tot')}) AS k99 FROM cum GROUP BY ALL)
+        SELECT b.service, b.env, b.version, b.method, b.route, b.minute, sum(b.n)::DOUBLE AS n,
+               sum(b.e)::DOUBLE AS e, coalesce(sum(b.c) FILTER (WHERE b.k > t.k99), 0)::DOUBLE AS slow
+        FROM src b LEFT JOIN thr t ON b.service = t.service AND b.env IS NOT DISTINCT FROM t.env
+             AND b.method IS NOT DISTINCT FROM t.method AND b.route = t.route
+        GROUP BY ALL
+    """
+    try:
+        return conn.sql(sql, params=params).pl()
+    finally:
+        conn.unregister("_canary_versions")
+
+
+def pair_summaries(conn: duckdb.DuckDBPyConnection, keys: list[tuple[str, str | None, str, str, datetime]], *,
+                   window: Window, rollups: bool) -> pl.DataFrame:
+    """Per (pair index, scope, version) from each pair's ``since``: requests, 5xx, p50, p99, share over baseline p99."""
+    if not keys:
+        return pl.DataFrame(schema={"pair": pl.Int64, "scope": pl.Utf8, "version": pl.Utf8})
+    if not rollups:
+        parts = [latency_summary(conn, window=window, service=s, env=e, baseline=b, canary=c, since=since)
+                 .with_columns(pair=pl.lit(k, dtype=pl.Int64)) for k, (s, e, b, c, since) in enumerate(keys)]
+        return pl.concat(parts, how="diagonal_relaxed")
+    return _pair_summaries_rollup(conn, keys, window=window)
+
+
+def _pair_summaries_rollup(conn: duckdb.DuckDBPyConnection, keys: list[tuple[str, str | None, str, str, datetime]], *,
+                           window: Window) -> pl.DataFrame:
+    table = pl.DataFrame({"pair": list(range(len(keys))), "service": [k[0] for k in keys], "env": [k[1] for k in keys],
+                          "baseline": [k[2] for k in keys], "canary": [k[3] for k in keys],
+                          "since": [max(k[4], window.start) for k in keys]},
+                         schema={"pair": pl.Int64, "service": pl.Utf8, "env": pl.Utf8, "baseline": pl.Utf8,
+                                 "canary": pl.Utf8, "since": pl.Datetime("us", "UTC")})
+    _register_pairs(conn, "_canary_pairs", table)
+    where, params = _rollup_where(window, service=None, env=None, alias="r")
+    sql = f"""
+        WITH src AS (SELECT p.pair, r.version, r.version = p.baseline AS is_base,
+                            r.method || ' ' || coalesce(r.route, '') AS scope, r.lat_key AS k,
+                            r.requests AS n, r.errors_5xx AS e, r.duration_count AS c
+                     FROM requests_1m r JOIN _canary_pairs p ON r.service = p.service
+                          AND r.env IS NOT DISTINCT FROM p.env AND r.version IN (p.baseline, p.canary)
+                          AND r.minute >= p.since
+                     WHERE {where})
+        SELECT pair, version, is_base, scope, k, sum(n)::BIGINT AS n, sum(e)::BIGINT AS e, sum(c)::BIGINT AS c
+        FROM (SELECT pair, version, is_base, '' AS scope, k, n, e, c FROM src UNION ALL SELECT * FROM src) GROUP BY ALL
+    """
+    try:
+        buckets = conn.sql(sql, params=params).pl()
+    finally:
+        conn.unregister("_canary_pairs")
+    return _summarize_buckets(buckets)
+
+
+def _summarize_buckets(buckets: pl.DataFrame) -> pl.DataFrame:
+    """Sketch buckets (pair, version, is_base, scope, k, n, e, c) -> the latency summary rows."""
+    group = ["pair", "scope", "version"]
+    keys = buckets.filter(pl.col("k").is_not_null()).sort([*group, "k"]).with_columns(
+        pl.col("c").cum_sum().over(group).alias("cum"), pl.col("c").sum().over(group).alias("tot"))
+    quant = keys.group_by(group).agg(*[pl.col("k").filter(pl.col("cum") >= _rank_expr(q)).min().alias(name)
+                                       for name, q in (("k50", 0.5), ("k99", 0.99))])
+    base_k = (quant.join(buckets.select("pair", "version", "is_base").unique(), on=["pair", "version"])
+              .filter(pl.col("is_base")).select("pair", "scope", pl.col("k99").alias("base_k")))
+    slower = buckets.join(base_k, on=["pair", "scope"], how="left").group_by(group).agg(
+        pl.col("n").sum().alias("requests"), pl.col("e").sum().alias("errors_5xx"),
+        pl.col("c").filter(pl.col("k") > pl.col("base_k")).sum().alias("_slow"))
+    out = slower.join(quant, on=group, how="left")
+    return out.select(
+        *group, "requests", "errors_5xx", _key_value(pl.col("k50")).alias("p50_ms"),
+        _key_value(pl.col("k99")).alias("p99_ms"),
+        (pl.col("_slow") / pl.col("requests")).cast(pl.Float64).alias("slower_than_baseline_p99"))
 
 
 def _scope_rows(summary: pl.DataFrame, tests: list[_Test], scope: str, verdict: CanaryVerdict) -> list[dict[str, Any]]:
@@ -706,7 +939,8 @@ def _check_versions(conn: duckdb.DuckDBPyConnection, *, window: Window, service:
 def _envs_of(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str, env: str | None,
              versions: tuple[str, str], rollups: bool = False) -> list[str | None]:
     if rollups:
-        return [r[0] for r in _envs_of_rollup(conn, window=window, service=service, env=env, versions=versions)] or [env]
+        rows = _envs_of_rollup(conn, window=window, service=service, env=env, versions=versions)
+        return [r[0] for r in rows] or [env]
     where, params = _where(window, service=service, env=env)
     rows = conn.execute(f"SELECT env, count(DISTINCT version) FROM requests WHERE {where} AND version IN (?, ?) "
                         "GROUP BY env HAVING count(DISTINCT version) = 2 ORDER BY env", [*params, *versions]).fetchall()

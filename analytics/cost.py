@@ -6,6 +6,9 @@ Three charges, from the price settings (defaults: AWS's public us-east-1 prices)
 - data: request plus response bytes, per GB (1 GB = 2^30 bytes, as AWS bills);
 - requests: per million HTTP requests beyond the free ``free_requests_per_service_hour`` in each
   service-hour (counted per UTC clock hour the window touches).
+
+Per service-hour requests and bytes come from analytics.rollup_identity's source: the
+``identity_*`` rollups when they cover the window, else raw rows (the same answer either way).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from analytics.red import red
+from analytics.rollup_identity import source_sql
 from meshlens.timewin import Window
 
 GB = 2**30
@@ -25,10 +28,20 @@ COLUMNS = ("service", "requests", "billable_requests", "gb_processed", "service_
            "cost_service_hours", "cost_data", "cost_requests", "cost_total")
 
 
+def service_hours(conn: duckdb.DuckDBPyConnection, *, window: Window, env: str | None = None,
+                  raw: bool = False) -> pl.DataFrame:
+    """Requests and bytes per (service, UTC clock hour) of the window."""
+    src = source_sql(conn, window=window, filters={"env": env} if env else {}, raw=raw)
+    return conn.sql(f"""
+        SELECT service, date_trunc('hour', t) AS hour, sum(requests)::BIGINT AS requests,
+               sum(bytes_in)::BIGINT AS bytes_in, sum(bytes_out)::BIGINT AS bytes_out
+        FROM ({src.sql}) GROUP BY ALL ORDER BY service, hour""", params=src.params).pl()
+
+
 def estimate(conn: duckdb.DuckDBPyConnection, prices: Mapping[str, Any], *, window: Window,
-             env: str | None = None) -> pl.DataFrame:
+             env: str | None = None, raw: bool = False) -> pl.DataFrame:
     """Per-service cost estimate (USD) of the traffic in ``window``, most expensive first."""
-    hourly = red(conn, window=window, by=["service"], env=env, bucket="hour")
+    hourly = service_hours(conn, window=window, env=env, raw=raw)
     if hourly.is_empty():
         return pl.DataFrame(schema={c: (pl.String if c == "service" else pl.Float64) for c in COLUMNS})
     free = int(prices["free_requests_per_service_hour"])

@@ -3,14 +3,19 @@
 Nodes are the services seen in requests or spans (``kind = 'service'``), one node for callers
 the inventory could not resolve (``'unknown'``), and callees or callers that appear only on the
 other end of an edge: uninstrumented or external dependencies (``'external'``). Edges carry the
-RED metrics of analytics.red for (caller, callee) over the window, and ``seen_in``: ``logs``,
-``traces`` or ``both``. Trace-only edges come from the catalog's ``edges`` view, kept when
-their first/last sighting overlaps the window (the view is not split by env).
+RED metrics of analytics.red for (caller, callee) over the window (from the ``edges_*``
+rollups when they cover it, else raw rows), and ``seen_in``: ``logs``, ``traces`` or ``both``.
+Trace edges are counted from the spans that started in the window, paired as the catalog's
+``edges`` view pairs them (a SERVER/CONSUMER span under another service's span; a CLIENT/PRODUCER
+span with no server child is a call to an uninstrumented peer). They are read from ``spans``
+alone: the ``edges`` view also groups every raw request, which a dashboard cannot afford. Spans
+are not split by env.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import duckdb
 import polars as pl
@@ -41,7 +46,7 @@ def service_graph(
     """Every node and edge seen in the window."""
     edges = edge_frame(conn, window=window, env=env, settings=settings)
     per_service = red_mod.red(conn, window=window, by=["service"], env=env, settings=settings)
-    return Graph(nodes=node_frame(conn, edges, per_service), edges=edges)
+    return Graph(nodes=node_frame(conn, edges, per_service, window=window), edges=edges)
 
 
 def callers(conn: duckdb.DuckDBPyConnection, service: str, *, window: Window, env: str | None = None,
@@ -84,22 +89,45 @@ def edge_frame(
                                             descending=[True, True, False, False], nulls_last=True)
 
 
+_DAY = timedelta(days=1)
+_TRACE_EDGES_SQL = """
+WITH s AS (SELECT * FROM spans WHERE {where}),
+near AS (SELECT * FROM spans WHERE {near}),
+pairs AS (
+    SELECT p.service AS caller, c.service AS callee
+    FROM s c JOIN near p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+    WHERE c.kind IN ('SERVER', 'CONSUMER') AND p.service IS DISTINCT FROM c.service
+),
+orphans AS (
+    SELECT p.service AS caller,
+           coalesce(nullif(p.peer_service, ''), nullif(p.server_address, ''),
+                    nullif(p.rpc_service, ''), 'external') AS callee
+    FROM s p
+    WHERE p.kind IN ('CLIENT', 'PRODUCER')
+      AND NOT EXISTS (SELECT 1 FROM near c WHERE c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
+                                             AND c.kind IN ('SERVER', 'CONSUMER'))
+)
+SELECT caller, callee, count(*)::BIGINT AS trace_requests
+FROM (SELECT * FROM pairs UNION ALL SELECT * FROM orphans) GROUP BY ALL
+"""
+
+
 def trace_edges(conn: duckdb.DuckDBPyConnection, *, window: Window) -> pl.DataFrame:
-    """(caller, callee, trace_requests) seen in spans around the window; empty without spans."""
+    """(caller, callee, trace_requests) of the spans that started in the window; empty without spans."""
     empty = pl.DataFrame(schema={"caller": pl.String, "callee": pl.String, "trace_requests": pl.Int64})
     if not conn.execute("SELECT 1 FROM spans LIMIT 1").fetchall():
         return empty
-    frame = conn.sql(
-        "SELECT caller, callee, trace_requests::BIGINT AS trace_requests FROM edges "
-        f"WHERE trace_requests > 0 AND last_seen >= {red_mod._ts(window.start)} "
-        f"AND first_seen < {red_mod._ts(window.end)}"
-    ).pl()
+    where, _ = red_mod.where_sql("start_ts", window=window, filters={})
+    # the other span of a pair started within a day of the window (requests are not that slow)
+    near, _ = red_mod.where_sql("start_ts", window=Window(window.start - _DAY, window.end + _DAY), filters={})
+    frame = conn.sql(_TRACE_EDGES_SQL.format(where=where, near=near)).pl()
     return frame if not frame.is_empty() else empty
 
 
-def node_frame(conn: duckdb.DuckDBPyConnection, edges: pl.DataFrame, per_service: pl.DataFrame) -> pl.DataFrame:
+def node_frame(conn: duckdb.DuckDBPyConnection, edges: pl.DataFrame, per_service: pl.DataFrame, *,
+               window: Window) -> pl.DataFrame:
     """One row per node: its kind and the RED metrics of the traffic it received."""
-    instrumented = set(per_service["service"].drop_nulls().to_list()) | _span_services(conn)
+    instrumented = set(per_service["service"].drop_nulls().to_list()) | _span_services(conn, window=window)
     names = set(edges["caller"].drop_nulls().to_list()) | set(edges["callee"].drop_nulls().to_list()) | instrumented
     kinds = pl.DataFrame(
         {"node": sorted(names), "kind": [_kind(n, instrumented) for n in sorted(names)]},
@@ -115,8 +143,9 @@ def _kind(name: str, instrumented: set[str]) -> str:
     return "service" if name in instrumented else "external"
 
 
-def _span_services(conn: duckdb.DuckDBPyConnection) -> set[str]:
-    rows = conn.execute("SELECT DISTINCT service FROM spans WHERE service IS NOT NULL").fetchall()
+def _span_services(conn: duckdb.DuckDBPyConnection, *, window: Window) -> set[str]:
+    where, params = red_mod.where_sql("start_ts", window=window, filters={})
+    rows = conn.execute(f"SELECT DISTINCT service FROM spans WHERE {where} AND service IS NOT NULL", params).fetchall()
     return {r[0] for r in rows}
 
 

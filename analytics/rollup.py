@@ -1,10 +1,14 @@
 """Per-minute, per-hour and per-day rollups of ``requests`` with latency sketches, by DuckDB.
 
-Six rollups (schemas in meshlens.schema.ROLLUPS), one Parquet file per UTC date each::
+Nine rollups (schemas in meshlens.schema.ROLLUPS), one Parquet file per UTC date each::
 
     rollups/requests_1m/date=D/part.parquet   (minute, caller, service, version, route, method, env, status_class)
     rollups/requests_1h/...  requests_1d/...  the same key per hour / per day
     rollups/edges_1m/...  edges_1h/...  edges_1d/...   (time, caller, service, version, env)
+    rollups/services_1m/...  services_1h/...  services_1d/...   (time, service, env)
+
+plus ``service_cells_1m/1h/1d`` (analytics.fastpath: one row per (time, service, env) with the
+sketch as two lists), derived from the ``services_*`` stage tables in the same pass.
 
 Layout: a long table, one row per (time, key, latency bucket ``lat_key``) holding the requests,
 5xx errors, 4xx client errors, bytes, duration count/sum/max of the requests of that key whose
@@ -13,14 +17,16 @@ duration). Every measure is a plain sum (max for the max), so a group's totals a
 its rows, a group's sketch is ``(lat_key, duration_count)``, and merging sketches over any set
 of minutes, hours, days or keys is one ``GROUP BY ... lat_key`` with ``sum`` -- no list
 unnesting, and rows of different grains can be added together (analytics.red tiles a window
-with days, hours and minutes). The narrow ``edges_*`` rollups answer per-service, per-edge and
-per-version questions from a fraction of the rows.
+with days, hours and minutes). The narrower ``edges_*`` rollups answer per-edge and per-version
+questions from a fraction of the rows, and ``services_*`` (per service and env: the
+dashboard's per-service panels and charts) from a fraction of those.
 
 A date is recomputed as a whole from its raw partition in one DuckDB session: names are first
 mapped to integer ids, requests grouped by (minute, key id, status class, bucket) into a
 temporary table, and each rollup summed from the finest level already computed (``PARENT``),
-then written with the names joined back. Files are sorted by (service, time) with small row
-groups, so that a one-service query skips most of a file. Each file is written under a dot-prefixed name and renamed into place: readers
+then written with the names joined back. Files are sorted by (service, ..., time, lat_key)
+with small row groups (16k rows for ``services_*``), so that a one-service query skips most of
+a file and reads its rows already in the order analytics.red merges them. Each file is written under a dot-prefixed name and renamed into place: readers
 see the old file or the new one, never half of one. ``update`` redoes only the dates it is
 given (``meshlens ingest`` passes the dates it touched); ``rebuild`` redoes every date.
 """
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +48,8 @@ from meshlens.lake import Lake
 catalog.ROLLUP_SCHEMAS.update(schema.ROLLUPS)
 
 ROW_GROUP_SIZE = 65_536
+SMALL_ROW_GROUP_SIZE = 16_384
+"""Row groups of the ``services_*`` files: a one-service, one-hour query reads one small group."""
 FILE_NAME = "part.parquet"
 
 STATUS_CLASS_SQL = (
@@ -66,7 +74,8 @@ class Level:
 GRAIN_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 LEVELS = tuple(
     Level(f"{family}_{suffix}", grain, dims)
-    for family, dims in (("requests", schema.ROLLUP_DIMS), ("edges", schema.EDGE_ROLLUP_DIMS))
+    for family, dims in (("requests", schema.ROLLUP_DIMS), ("edges", schema.EDGE_ROLLUP_DIMS),
+                         ("services", schema.SERVICE_ROLLUP_DIMS))
     for grain, suffix in (("minute", "1m"), ("hour", "1h"), ("day", "1d"))
 )
 _LEVEL_BY_NAME = {level.name: level for level in LEVELS}
@@ -84,7 +93,7 @@ def update(lake: Lake, *, dates: Iterable[str]) -> list[str]:
 def rebuild(lake: Lake) -> list[str]:
     """Recompute every date's rollups and drop those of dates without raw requests."""
     raw = raw_dates(lake)
-    for level in LEVELS:
+    for level in (*LEVELS, *_cells().LEVELS, *_identity().LEVELS):
         for date in _dates_under(lake.table_dir(f"rollups/{level.name}")) - set(raw):
             _remove(lake, level, date)
     return update(lake, dates=raw)
@@ -120,20 +129,37 @@ def _raw_files(lake: Lake, date: str) -> list[str]:
 def _rebuild_date(lake: Lake, date: str) -> None:
     files = _raw_files(lake, date)
     if not files:
-        for level in LEVELS:
+        for level in (*LEVELS, *_cells().LEVELS, *_identity().LEVELS):
             _remove(lake, level, date)
         return
     conn = duckdb.connect(":memory:")
     try:
         conn.execute("SET TimeZone = 'UTC'")
         conn.execute("SET preserve_insertion_order = false")
+        conn.execute("SET enable_progress_bar = false")
         for statement in _prepare_sql(files):
             conn.execute(statement)
         for level in LEVELS:
             conn.execute(_stage_sql(level))
             _write_level(conn, lake, level, date)
+        _cells().write_date(conn, lake, date)
+        _identity().write_date(conn, lake, date, files)
     finally:
         conn.close()
+
+
+def _cells():  # type: ignore[no-untyped-def]
+    """analytics.fastpath (the ``service_cells_*`` tables), derived from the ``services_*`` stage tables."""
+    from analytics import fastpath
+
+    return fastpath
+
+
+def _identity():  # type: ignore[no-untyped-def]
+    """analytics.rollup_identity, built in the same per-date pass (imported late: it imports this)."""
+    from analytics import rollup_identity
+
+    return rollup_identity
 
 
 _NAME_DIMS = tuple(d for d in schema.ROLLUP_DIMS if d != "status_class")
@@ -151,16 +177,19 @@ def _prepare_sql(files: list[str]) -> list[str]:
     source = f"read_parquet([{', '.join(_quote(f) for f in files)}], union_by_name = true)"
     names = ", ".join(_NAME_DIMS)
     edge = ", ".join(schema.EDGE_ROLLUP_DIMS)
+    svc = ", ".join(schema.SERVICE_ROLLUP_DIMS)
     matches = " AND ".join(f"r.{d} IS NOT DISTINCT FROM k.{d}" for d in _NAME_DIMS)
     return [
         f"""CREATE TEMP TABLE keys AS
         SELECT {names},
                row_number() OVER (ORDER BY service, caller, version, env, route, method) AS key_id,
-               dense_rank() OVER (ORDER BY service, caller, version, env) AS edge_id
+               dense_rank() OVER (ORDER BY service, caller, version, env) AS edge_id,
+               dense_rank() OVER (ORDER BY service, env) AS svc_id
         FROM (SELECT DISTINCT {names} FROM {source} WHERE ts IS NOT NULL)""",
         f"""CREATE TEMP TABLE edge_keys AS SELECT DISTINCT edge_id, {edge} FROM keys""",
+        f"""CREATE TEMP TABLE svc_keys AS SELECT DISTINCT svc_id, {svc} FROM keys""",
         f"""CREATE TEMP TABLE fine AS
-        SELECT epoch_us(r.ts) // 60000000 AS minute, k.key_id, k.edge_id,
+        SELECT epoch_us(r.ts) // 60000000 AS minute, k.key_id, k.edge_id, k.svc_id,
                CASE WHEN r.status BETWEEN 100 AND 599 THEN r.status // 100 ELSE 0 END AS sc,
                {sketch.key_sql('r.duration_ms')} AS k,
                count(*) AS n,
@@ -180,7 +209,8 @@ _MEASURES = (
     "sum(b_out)::BIGINT AS b_out, sum(dc)::BIGINT AS dc, sum(ds) AS ds, max(dm) AS dm"
 )
 PARENT = {"requests_1m": "fine", "requests_1h": "fine", "requests_1d": "requests_1h",
-          "edges_1m": "fine", "edges_1h": "edges_1m", "edges_1d": "edges_1h"}
+          "edges_1m": "fine", "edges_1h": "edges_1m", "edges_1d": "edges_1h",
+          "services_1m": "fine", "services_1h": "services_1m", "services_1d": "services_1h"}
 """What each level is summed from: always the finest table that is already coarse enough."""
 
 
@@ -188,6 +218,8 @@ def _ids(level: Level) -> tuple[str, str, str]:
     """(id column, names table, extra key) of a level in id space."""
     if level.dims == schema.ROLLUP_DIMS:
         return "key_id", "keys", ", sc"
+    if level.dims == schema.SERVICE_ROLLUP_DIMS:
+        return "svc_id", "svc_keys", ""
     return "edge_id", "edge_keys", ""
 
 
@@ -215,24 +247,39 @@ def _level_sql(level: Level) -> str:
            n AS requests, e5 AS errors_5xx, e4 AS client_errors_4xx, b_in AS bytes_in,
            b_out AS bytes_out, dc AS duration_count, ds AS duration_sum_ms, dm AS duration_max_ms
     FROM {level.name} f JOIN {names_table} n USING ({ident})
-    ORDER BY {ident}, t
+    ORDER BY {ident}, t, k
     """
 
 
 def _write_level(conn: duckdb.DuckDBPyConnection, lake: Lake, level: Level, date: str) -> None:
-    final = rollup_file(lake, level.name, date)
+    write_select(conn, lake, level.name, date, _level_sql(level), row_group_size=_row_group_size(level))
+
+
+def write_select(conn: duckdb.DuckDBPyConnection, lake: Lake, name: str, date: str, sql: str,
+                 *, row_group_size: int = ROW_GROUP_SIZE) -> None:
+    """Publish rollup ``name``'s file of ``date`` from a SELECT: written aside, then renamed in."""
+    publish(lake, name, date, lambda tmp: conn.execute(
+        f"COPY ({sql}) TO {_quote(str(tmp))} "
+        f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {int(row_group_size)})"
+    ))
+
+
+def publish(lake: Lake, name: str, date: str, write: Callable[[Path], object]) -> None:
+    """Publish rollup ``name``'s file of ``date``: ``write(tmp)`` writes it aside, then it is renamed in."""
+    final = rollup_file(lake, name, date)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    conn.execute(
-        f"COPY ({_level_sql(level)}) TO {_quote(str(tmp))} "
-        f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_SIZE})"
-    )
+    write(tmp)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, final)
     for stale in final.parent.glob("*.parquet"):
         if stale.name != final.name and not stale.name.startswith("."):
             stale.unlink(missing_ok=True)
+
+
+def _row_group_size(level: Level) -> int:
+    return SMALL_ROW_GROUP_SIZE if level.dims == schema.SERVICE_ROLLUP_DIMS else ROW_GROUP_SIZE
 
 
 def _remove(lake: Lake, level: Level, date: str) -> None:

@@ -1,20 +1,28 @@
-"""Single-series anomaly scoring (``detect_series``): a causal forest turned into an anomaly likelihood.
+"""Single-series anomaly scoring (``detect_series``): causal isolation forests over two feature views.
 
 Three causal stages, each reading the past only:
 
-1. Context features per point: the level, robust deviations (median/MAD of the past) of the
-   value from its recent, long and seasonal baselines, of the first difference, and of the
-   short-window mean from the long-window mean (``anomalies._series_features``).
-2. A raw score per point: the calibrated rank of a causal isolation forest over those features
-   (``anomalies.causal_forest_scores``), plus a "spatial" flag when the value leaves the range
-   seen so far by a margin.
-3. Numenta's anomaly likelihood: the short-window average of raw scores is compared with the
-   distribution (mean, standard deviation) of past averages over a long window; the Gaussian
-   tail probability becomes a log-scaled score in [0, 1]. A raw score that is always high on a
-   noisy series therefore stops alarming, while a change in how unusual the series is alarms.
+1. Feature vectors per point, in two views of the same series:
+   - context: the level, robust deviations (median/MAD of the past) of the value from its
+     recent, long and seasonal baselines, of the first difference, and of the short-window
+     mean from the long-window mean (``anomalies._series_features``);
+   - forecast: prediction errors of exponentially weighted forecasts at three speeds, the
+     short-window mean and the recent volatility (mean absolute first difference), all relative
+     to the long-window robust scale, and the value's rank among the previous ``RANK_POINTS``.
+2. A raw score per point: the mean over the views of the calibrated rank of a causal isolation
+   forest fitted on that view (refitted every ``refit_every`` points on the past only, ranked
+   against its own training rows), a robust-deviation ``gate`` (the largest |deviation| among
+   the context features) and a "spatial" flag when the value leaves the range seen so far.
+   Two forests on different views vary less than one: the variance of a single forest's
+   rank was what made near-equal tunings land far apart on held-out data.
+3. The score (``combined_score``): ``score_mode`` "rank" uses the ensemble rank itself,
+   "likelihood" Numenta's anomaly likelihood of its short-window average among past averages;
+   points under the gate score 0; a spatial anomaly scores 1 when ``spatial_margin`` > 0.
 
 The alerting (threshold, and quiet time after an alert since NAB rewards only the first
-detection of a window) lives in ``analytics.anomalies``.
+detection of a window) lives in ``analytics.anomalies`` (``series_alerts``); the knobs that
+NAB's threshold optimisation chose on the tuning folders are the defaults of ``SeriesConfig``
+there and ``SCORE_MODE``/``VIEWS`` here (bench/nab.py).
 """
 
 from __future__ import annotations
@@ -24,27 +32,112 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import log_ndtr
+from sklearn.ensemble import IsolationForest
 
 FEATURES = ("level", "z_recent", "z_long", "z_diff", "z_season", "z_short")
+FORECAST_FEATURES = ("level", "z_long", "z_diff", "z_ewm_fast", "z_ewm_mid", "z_ewm_slow", "z_short",
+                     "volatility", "z_season", "past_rank")
+EWM_ALPHAS = {"z_ewm_fast": 0.5, "z_ewm_mid": 0.1, "z_ewm_slow": 0.02}
+VOLATILITY_POINTS = 12
+RANK_POINTS = 1000
+VIEWS = ("context", "forecast")  # one forest per view; the ranks are averaged
+SCORE_MODE = "rank"  # "rank" or "likelihood"
+REFERENCE_ROWS = 2048  # training rows a forest's scores are ranked against
 
 
-def raw_components(frame: pl.DataFrame, config: Any) -> pl.DataFrame:
-    """Features, forest ``rank``, robust-deviation ``gate`` and ``spatial`` flag per point (causal)."""
-    from analytics import anomalies  # the forest and features live with the lake detector
+def raw_components(frame: pl.DataFrame, config: Any, *, views: tuple[str, ...] = VIEWS) -> pl.DataFrame:
+    """Features, ensemble forest ``rank``, robust-deviation ``gate`` and ``spatial`` flag per point (causal)."""
+    from analytics import anomalies  # the context features live with the lake detector
 
     feats = anomalies._series_features(frame, config)
-    matrix = np.nan_to_num(feats.select(FEATURES).to_numpy(), nan=0.0, posinf=50, neginf=-50)
-    matrix = np.clip(matrix, -50, 50)
+    feats = feats.with_columns(forecast_features(feats, config))
     n = len(feats)
     warm = max(config.min_warmup, int(config.warmup_fraction * n))
-    rank = anomalies.causal_forest_scores(matrix, np.arange(n), first_fit=warm, refit_every=config.refit_every,
-                                          train_rows=config.max_train, n_estimators=config.n_estimators,
-                                          seed=config.seed)
-    gate = np.max(np.abs(matrix[:, 1:]), axis=1)
+    ranks = []
+    for offset, view in enumerate(views):
+        matrix = view_matrix(feats, FEATURES if view == "context" else FORECAST_FEATURES)
+        ranks.append(causal_ranks(matrix, first_fit=warm, refit_every=config.refit_every,
+                                  train_rows=config.max_train, n_estimators=config.n_estimators,
+                                  seed=config.seed + offset))
+    rank = np.mean(ranks, axis=0)
+    gate = np.max(np.abs(view_matrix(feats, FEATURES)[:, 1:]), axis=1)
     spatial = spatial_flags(feats.get_column("value").to_numpy(), margin=config.spatial_margin,
                             learn=config.likelihood_learn)
     return feats.with_columns(pl.Series("rank", rank), pl.Series("gate", gate), pl.Series("spatial", spatial))
+
+
+def forecast_features(feats: pl.DataFrame, config: Any) -> list[pl.Series | pl.Expr]:
+    """The forecast view's columns (besides those shared with the context view); causal."""
+    value, past = pl.col("value"), pl.col("value").shift(1)
+    long = config.long_points
+    long_med = past.rolling_median(window_size=long, min_samples=10)
+    long_mad = (value - long_med).abs().shift(1).rolling_median(window_size=long, min_samples=10)
+    scale = pl.max_horizontal(long_mad * 1.4826, value.abs().shift(1).rolling_mean(
+        window_size=long, min_samples=3) * 0.01, pl.lit(1e-9))
+    diff = value - past
+    diff_scale = pl.max_horizontal(diff.abs().shift(1).rolling_median(window_size=long, min_samples=10) * 1.4826,
+                                   scale * 0.1)
+    exprs: list[pl.Series | pl.Expr] = [
+        ((value - past.ewm_mean(alpha=alpha, adjust=False, ignore_nulls=True)) / scale).alias(name)
+        for name, alpha in EWM_ALPHAS.items()]
+    exprs.append((diff.abs().rolling_mean(window_size=VOLATILITY_POINTS, min_samples=1) / diff_scale)
+                 .log1p().alias("volatility"))
+    exprs.append(pl.Series("past_rank", past_rank(feats.get_column("value").to_numpy(), window=RANK_POINTS)))
+    return exprs
+
+
+def view_matrix(feats: pl.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """The forest's input: the named columns, NaN as 0, deviations clipped to +-50 (the level is not)."""
+    matrix = np.nan_to_num(feats.select(columns).to_numpy().astype(float), nan=0.0, posinf=50, neginf=-50)
+    clipped = np.clip(matrix, -50, 50)
+    clipped[:, 0] = np.nan_to_num(matrix[:, 0], nan=0.0, posinf=1e12, neginf=-1e12)
+    return clipped
+
+
+def past_rank(values: np.ndarray, *, window: int) -> np.ndarray:
+    """Mid-rank in [0, 1] of each value among the previous ``window`` values (0.5 with no past)."""
+    n = len(values)
+    out = np.full(n, 0.5)
+    if n < 2 or window < 1:
+        return out
+    padded = np.concatenate([np.full(window, np.nan), values.astype(float)])
+    for start in range(0, n, 1000):
+        stop = min(n, start + 1000)
+        past = sliding_window_view(padded[start:stop + window - 1], window)  # row j: values[start+j-window : start+j]
+        current = values[start:stop, None]
+        count = (~np.isnan(past)).sum(axis=1)
+        below = (past < current).sum(axis=1) + 0.5 * (past == current).sum(axis=1)
+        out[start:stop] = np.where(count > 0, below / np.maximum(count, 1), 0.5)
+    return out
+
+
+def causal_ranks(matrix: np.ndarray, *, first_fit: int, refit_every: int, train_rows: int, n_estimators: int,
+                 seed: int) -> np.ndarray:
+    """Calibrated isolation-forest rank in [0, 1] per row (NaN before ``first_fit``), fitted on earlier rows only."""
+    n = len(matrix)
+    out = np.full(n, np.nan)
+    rng = np.random.default_rng(seed)
+    for left in range(max(first_fit, 16), n, max(1, refit_every)):
+        right = min(n, left + max(1, refit_every))
+        train = training_rows(left, train_rows, rng)
+        model = IsolationForest(n_estimators=n_estimators, max_samples=min(256, len(train)), random_state=seed)
+        model.fit(matrix[train])
+        reference_rows = train if len(train) <= REFERENCE_ROWS else rng.choice(train, REFERENCE_ROWS, replace=False)
+        reference = np.sort(-model.score_samples(matrix[reference_rows]))
+        scores = -model.score_samples(matrix[left:right])
+        out[left:right] = np.searchsorted(reference, scores, side="right") / len(reference)
+    return out
+
+
+def training_rows(end: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """The most recent rows before ``end`` (half of them), plus a random half of the older ones."""
+    if end <= limit:
+        return np.arange(end)
+    recent = np.arange(end - limit // 2, end)
+    older = rng.choice(end - limit // 2, size=limit - limit // 2, replace=False)
+    return np.concatenate([older, recent])
 
 
 def spatial_flags(values: np.ndarray, *, margin: float, learn: int) -> np.ndarray:
@@ -62,14 +155,16 @@ def spatial_flags(values: np.ndarray, *, margin: float, learn: int) -> np.ndarra
     return out
 
 
-def combined_score(rank: np.ndarray, gate: np.ndarray, spatial: np.ndarray, config: Any) -> np.ndarray:
-    """Final score in [0, 1]: log-likelihood of the recent raw scores, 1.0 on a spatial anomaly, 0 under the gate."""
+def combined_score(rank: np.ndarray, gate: np.ndarray, spatial: np.ndarray, config: Any, *,
+                   mode: str = SCORE_MODE) -> np.ndarray:
+    """Final score in [0, 1]: the ensemble rank (or its likelihood), 0 under the gate, 1.0 on a spatial anomaly."""
     score = np.zeros(len(rank))
     fitted = np.flatnonzero(~np.isnan(rank))
-    if len(fitted):  # the likelihood learns from the forest's first scored point on
+    if len(fitted):
         first = int(fitted[0])
-        score[first:] = log_likelihood(np.nan_to_num(rank[first:], nan=0.0), short=config.likelihood_short,
-                                       long=config.likelihood_long, learn=config.likelihood_learn)
+        raw = np.nan_to_num(rank[first:], nan=0.0)
+        score[first:] = raw if mode == "rank" else log_likelihood(
+            raw, short=config.likelihood_short, long=config.likelihood_long, learn=config.likelihood_learn)
     score = np.where(gate >= config.z_gate, score, 0.0)
     return np.where(spatial, 1.0, score)
 

@@ -12,9 +12,10 @@ parts equals the sketch of the whole, exactly. Quantiles use the nearest rank,
 ``quantile_disc`` returns for a decimal literal ``q``: the sketch answers the estimate of the
 bucket holding the value of that rank, so it is within 1% of the exact nearest-rank quantile.
 
-The same bucketing is a SQL expression (``key_sql``), so rollups build and merge sketches inside
-DuckDB: a rollup row stores the sketch as two aligned lists (``lat_keys``, ``lat_counts``), a
-window's sketch is ``unnest`` + ``sum`` by key, and ``rank_sql``/``value_sql`` read quantiles.
+The same bucketing is a SQL expression (``key_sql``), so rollups build sketches inside DuckDB:
+a rollup row is one bucket of one group (``lat_key``, ``duration_count``), a window's sketch is
+a ``sum`` by key, and ``rank_sql``/``value_sql`` read quantiles in SQL (analytics.red merges
+with numpy: a running count over rows sorted by key, the same nearest rank).
 """
 
 from __future__ import annotations

@@ -10,19 +10,27 @@ of each file (at most 750 points) is probationary and not scored. A set of files
 as 100 * (raw - null) / (perfect - null), where the null detector detects nothing
 (-fnWeight per window) and the perfect one hits every window at its left edge (+tpWeight each).
 
-No look-ahead: the detector is ``analytics.anomalies.series_scores`` (causal isolation forest on
-context features, turned into Numenta's anomaly likelihood by ``analytics.series_detector``,
-plus a spatial flag when a value leaves the range seen so far); its free parameters (likelihood
-window, robust-deviation gate, quiet time after an alert, alert threshold) are chosen by NAB's
-threshold optimisation run on the tuning folders only (realKnownCause, realTraffic,
-artificial*), and then applied unchanged to realAWSCloudwatch, which is reported as evaluation.
+Checked against NAB's reference sweeper (tests/test_nab_scoring.py: a point-by-point
+transcription of ``calcSweepScore``/``calcScoreByThreshold`` agrees on random detectors; the
+null detector scores 0, a detection at the left edge of every window 100).
+
+No look-ahead: the detector is ``analytics.anomalies.series_scores`` (``analytics.series_detector``:
+two causal isolation forests, one over context features and one over forecast-error features,
+their calibrated ranks averaged, gated by a robust deviation, plus a flag when a value leaves
+the range seen so far); an alert silences the series for a fraction of its length (NAB counts
+only the best detection of a window, and every other flag outside a window costs). The free
+parameters (score mode: the ensemble rank or Numenta's anomaly likelihood of it, likelihood
+window, gate, range flag, quiet time, threshold) are chosen by NAB's threshold optimisation run
+on the tuning folders only (realKnownCause, realTraffic, artificial*), separately per profile,
+and then applied unchanged, once, to realAWSCloudwatch, which is reported as evaluation.
 Baseline: a plain isolation forest on (value, rolling z-score), causal with the same refit
 schedule, every point over the threshold an alert, tuned the same way.
 
 Speed: files run in a process pool (``--jobs N``, default 2) and each file's raw detector
-output (forest ranks, gates, values; plain-forest ranks) is cached in
-bench/results/nab_cache/<hash of the raw-stage config>/, so re-tuning the score stage reruns
-no forest. Delete that folder to force a cold run.
+output (ensemble ranks, gates, values; plain-forest ranks) is cached in
+bench/results/nab_cache/<kind>-<hash>/, the hash covering the raw-stage config AND the source of
+the code that computes it (``code_fingerprint``), so a changed detector never reads stale
+scores, while re-tuning the score stage reruns no forest. Delete that folder to force a cold run.
 
 Run: ``.venv/bin/python -m bench.nab`` (writes bench/results/nab.md).
 """
@@ -31,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import math
 import time
@@ -139,20 +148,24 @@ def _timestamps(frame: pl.DataFrame) -> list[str]:
 
 RAW_FIELDS = ("recent_points", "long_points", "refit_every", "warmup_fraction", "min_warmup", "max_train",
               "n_estimators", "short_points", "seed")
+RAW_STAGE = ("raw_components", "forecast_features", "view_matrix", "past_rank", "causal_ranks", "training_rows")
+RAW_CONSTANTS = ("FEATURES", "FORECAST_FEATURES", "EWM_ALPHAS", "VOLATILITY_POINTS", "RANK_POINTS", "VIEWS",
+                 "REFERENCE_ROWS")
 CACHE = ROOT / "bench" / "results" / "nab_cache"
+PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 
 def ours(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
-    """The product detector's raw per-point components: (forest rank, robust-deviation gate, value)."""
+    """The product detector's raw per-point components: (ensemble forest rank, robust-deviation gate, value)."""
     scored = series_detector.raw_components(frame.select("timestamp", "value"), config)
     return np.vstack([scored.get_column("rank").to_numpy(), scored.get_column("gate").to_numpy(),
                       scored.get_column("value").to_numpy()])
 
 
-def final_score(raw: np.ndarray, config: anomalies.SeriesConfig) -> np.ndarray:
+def final_score(raw: np.ndarray, config: anomalies.SeriesConfig, *, mode: str = series_detector.SCORE_MODE) -> np.ndarray:
     """The detector's score from cached raw components (exactly as series_scores computes it)."""
     spatial = series_detector.spatial_flags(raw[2], margin=config.spatial_margin, learn=config.likelihood_learn)
-    return series_detector.combined_score(raw[0], raw[1], spatial, config)
+    return series_detector.combined_score(raw[0], raw[1], spatial, config, mode=mode)
 
 
 def plain_forest(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
@@ -170,21 +183,39 @@ def plain_forest(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndar
     return np.nan_to_num(rank, nan=0.0)
 
 
-def _cache_path(name: str, config: anomalies.SeriesConfig) -> Path:
-    key = hashlib.sha1(repr([getattr(config, f) for f in RAW_FIELDS]).encode()).hexdigest()[:10]
-    return CACHE / key / (name.replace("/", "__") + ".npz")
+def code_fingerprint(kind: str = "ours") -> str:
+    """Hash of the code behind a cached raw stage: ``ours`` (detector raw stage) or ``plain`` (baseline forest)."""
+    if kind == "plain":
+        functions = [plain_forest, anomalies.causal_forest_scores, series_detector.training_rows, anomalies._fit_and_rank]
+        constants: list[str] = []
+    else:
+        functions = [getattr(series_detector, f) for f in RAW_STAGE] + [
+            anomalies._series_features, anomalies._season_z, ours]
+        constants = [repr(getattr(series_detector, c)) for c in RAW_CONSTANTS]
+    parts = [inspect.getsource(f) for f in functions] + constants
+    return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:10]
+
+
+def _cache_path(name: str, config: anomalies.SeriesConfig, *, kind: str = "ours", code: str | None = None) -> Path:
+    """Cache file of one NAB file's raw stage, keyed by the raw-stage config AND the code that computes it."""
+    fields = repr([getattr(config, f) for f in RAW_FIELDS] + [kind, code or code_fingerprint(kind)])
+    key = hashlib.sha1(fields.encode()).hexdigest()[:10]
+    return CACHE / f"{kind}-{key}" / (name.replace("/", "__") + ".npy")
+
+
+def _cached(kind: str, name: str, frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
+    path = _cache_path(name, config, kind=kind)
+    if path.exists():
+        return np.load(path)
+    value = (ours if kind == "ours" else plain_forest)(frame, config)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, value)
+    return value
 
 
 def _run_one(args: tuple) -> tuple[str, np.ndarray, np.ndarray]:
     name, frame, config = args
-    path = _cache_path(name, config)
-    if path.exists():
-        with np.load(path) as cached:
-            return name, cached["ours"], cached["plain"]
-    mine, plain = ours(frame, config), plain_forest(frame, config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, ours=mine, plain=plain)
-    return name, mine, plain
+    return name, _cached("ours", name, frame, config), _cached("plain", name, frame, config)
 
 
 def score_all(corpus, config, *, workers: int = 2) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -197,88 +228,158 @@ def score_all(corpus, config, *, workers: int = 2) -> dict[str, tuple[np.ndarray
         return {name: (a, b) for name, a, b in pool.map(_run_one, jobs)}
 
 
+def alerts(score: np.ndarray, *, threshold: float, refractory: int) -> np.ndarray:
+    """Same alerts as ``anomalies.alerts_from_scores``, one step per alert instead of per point over threshold."""
+    out = np.zeros(len(score), dtype=bool)
+    above = np.flatnonzero(score >= threshold)
+    pos = 0
+    while pos < len(above):
+        index = int(above[pos])
+        out[index] = True
+        pos = int(np.searchsorted(above, index + refractory, side="right"))
+    return out
+
+
 def evaluate(preps, scores, *, threshold: float, refractory: float | None, cost) -> float:
     """Normalised NAB score of a set of files at one threshold (refractory None: every point alerts)."""
     raw = 0.0
     for prep in preps:
         score = scores[prep.name]
         if refractory is None:
-            alerts = score >= threshold
+            flags = score >= threshold
         else:
-            alerts = anomalies.alerts_from_scores(score, threshold=threshold,
-                                                  refractory=max(1, int(refractory * len(score))))
-        raw += raw_score(prep, alerts, cost)
+            flags = alerts(score, threshold=threshold, refractory=max(1, int(refractory * len(score))))
+        raw += raw_score(prep, flags, cost)
     return normalized(raw, preps, cost)
+
+
+GRID = np.unique(np.concatenate([np.linspace(0.02, 0.99, 98), 1 - np.logspace(-4, -2, 21), [1.0]]))
 
 
 def tune(preps, scores, *, refractories, cost) -> tuple[float, float | None, float]:
     """NAB threshold optimisation (grid) on the tuning files: (threshold, refractory, score)."""
     best = (1.0, None, -1e9)
-    grid = np.unique(np.concatenate([np.linspace(0.02, 0.99, 98), 1 - np.logspace(-4, -2, 21), [1.0]]))
     for refractory in refractories:
-        for threshold in grid:
+        for threshold in GRID:
             value = evaluate(preps, scores, threshold=float(threshold), refractory=refractory, cost=cost)
             if value > best[2]:
                 best = (float(threshold), refractory, value)
     return best
 
 
-GATES = (0.0, 2.0, 3.0, 4.0, 5.0)
-REFRACTORIES = (0.02, 0.05, 0.1)
-LIKELIHOOD_LONG = (1000, 2000, 4000)
+GATES = (0.0, 4.0, 5.0, 6.0)
+SPATIAL = (0.0, 0.2)
+REFRACTORIES = (0.05, 0.1, 0.15)
+LIKELIHOOD_LONG = (1000, 2000)
 
 
-def tune_ours(tuning, raws, config, *, cost) -> tuple[anomalies.SeriesConfig, float]:
-    """Threshold optimisation over (likelihood window, gate, refractory, threshold) on the tuning files only."""
-    best = (config, -1e9)
+def stages(config: anomalies.SeriesConfig) -> list[tuple[str, anomalies.SeriesConfig]]:
+    """Candidate score stages: (mode, config) over gate, range flag and, for the likelihood, its long window."""
+    out = []
+    for gate in GATES:
+        for margin in SPATIAL:
+            out.append(("rank", replace(config, z_gate=gate, spatial_margin=margin)))
+            out += [("likelihood", replace(config, z_gate=gate, spatial_margin=margin, likelihood_long=long))
+                    for long in LIKELIHOOD_LONG]
+    return out
+
+
+def tune_ours(tuning, raws, config, *, cost, fixed: tuple[str, anomalies.SeriesConfig] | None = None,
+              ) -> tuple[str, anomalies.SeriesConfig, float]:
+    """Threshold optimisation on the tuning files only: over (score mode, gate, range flag, likelihood
+    window, quiet time, threshold), or, with ``fixed`` (mode, config), over quiet time and threshold only."""
+    best: tuple[str, anomalies.SeriesConfig, float] = ("rank", config, -1e9)
     names = {p.name for p in tuning}
-    for long in LIKELIHOOD_LONG:
-        for gate in GATES:
-            trial = replace(config, likelihood_long=long, z_gate=gate)
-            scores = {name: final_score(raw, trial) for name, raw in raws.items() if name in names}
-            thr, refr, value = tune(tuning, scores, refractories=REFRACTORIES, cost=cost)
-            if value > best[1]:
-                best = (replace(trial, threshold=thr, refractory_fraction=float(refr or 0.0)), value)
+    for mode, trial in [fixed] if fixed else stages(config):
+        scores = {name: final_score(raw, trial, mode=mode) for name, raw in raws.items() if name in names}
+        thr, refr, value = tune(tuning, scores, refractories=REFRACTORIES, cost=cost)
+        if value > best[2]:
+            best = (mode, replace(trial, threshold=thr, refractory_fraction=float(refr or 0.0)), value)
     return best
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the result table."""
+
+    detector: str
+    profile: str
+    threshold: float
+    tuning: float
+    evaluation: float
+
+
+def run_profile(profile: str, corpus, results, config, *, held_out: bool = True,
+                fixed: tuple[str, anomalies.SeriesConfig] | None = None,
+                ) -> tuple[list[Row], tuple[str, anomalies.SeriesConfig]]:
+    """Tune the detectors on the tuning folders for one NAB profile and score them once on the evaluation folder.
+
+    Like NAB, a profile other than the first re-optimises only the alerting (threshold, quiet
+    time) of the detector chosen for the first (``fixed``).
+    """
+    cost = json.loads((NAB_DIR / "profiles.json").read_text())[profile]["CostMatrix"]
+    preps = {name: prepare(name, _timestamps(frame), wins, cost) for name, frame, wins in corpus}
+    tuning = [preps[n] for n, *_ in corpus if n.split("/")[0] in TUNING]
+    evaluation = [preps[n] for n, *_ in corpus if n.split("/")[0] in EVALUATION]
+
+    def held(scores, threshold, refractory):
+        return evaluate(evaluation, scores, threshold=threshold, refractory=refractory, cost=cost) if held_out else math.nan
+
+    mode, best, tuned = tune_ours(tuning, {n: r[0] for n, r in results.items()}, config, cost=cost, fixed=fixed)
+    label = (f"meshlens: causal IF x2 views, {mode}, gate {best.z_gate:g}, range flag {best.spatial_margin:g}, "
+             f"quiet {best.refractory_fraction:.0%}" + (f", likelihood window {best.likelihood_long}"
+                                                         if mode == "likelihood" else ""))
+    rows = [Row(label, profile, best.threshold, tuned, held({n: final_score(r[0], best, mode=mode)
+                                                             for n, r in results.items()},
+                                                            best.threshold, best.refractory_fraction))]
+    plain = {n: r[1] for n, r in results.items()}
+    p_thr, _, p_tuned = tune(tuning, plain, refractories=(None,), cost=cost)
+    rows.append(Row("plain isolation forest on value + rolling z", profile, p_thr, p_tuned, held(plain, p_thr, None)))
+    q_thr, q_refr, q_tuned = tune(tuning, plain, refractories=REFRACTORIES, cost=cost)
+    rows.append(Row(f"plain isolation forest + the same quiet time ({q_refr:.0%})", profile, q_thr, q_tuned,
+                    held(plain, q_thr, q_refr)))
+    return rows, (mode, best)
 
 
 def main(argv: list[str] | None = None) -> str:
     """Run the benchmark and write bench/results/nab.md."""
     parser = argparse.ArgumentParser(prog="python -m bench.nab")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (files run in parallel)")
+    parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated NAB profiles to score")
+    parser.add_argument("--tuning-only", action="store_true",
+                        help="tune and report the tuning folders only; do not look at the evaluation folder")
     args = parser.parse_args(argv if argv is not None else [])
-    cost = json.loads((NAB_DIR / "profiles.json").read_text())["standard"]["CostMatrix"]
     config = anomalies.SeriesConfig()
     started = time.time()
-    corpus = load_corpus(TUNING + EVALUATION)
+    corpus = load_corpus(TUNING if args.tuning_only else TUNING + EVALUATION)
     results = score_all(corpus, config, workers=args.jobs)
-    preps = {name: prepare(name, _timestamps(frame), wins, cost) for name, frame, wins in corpus}
-    tuning = [preps[n] for n, *_ in corpus if n.split("/")[0] in TUNING]
-    evaluation = [preps[n] for n, *_ in corpus if n.split("/")[0] in EVALUATION]
-    best, tuned = tune_ours(tuning, {n: r[0] for n, r in results.items()}, config, cost=cost)
-    held = evaluate(evaluation, {n: final_score(r[0], best) for n, r in results.items()},
-                    threshold=best.threshold, refractory=best.refractory_fraction, cost=cost)
-    rows = [(f"meshlens (causal IF + context features + anomaly likelihood; window {best.likelihood_long}, "
-             f"gate {best.z_gate:g}, refractory {best.refractory_fraction:.0%})", best.threshold, tuned, held)]
-    plain = {n: r[1] for n, r in results.items()}
-    p_thr, _, p_tuned = tune(tuning, plain, refractories=(None,), cost=cost)
-    rows.append(("plain isolation forest on value + rolling z", p_thr, p_tuned,
-                 evaluate(evaluation, plain, threshold=p_thr, refractory=None, cost=cost)))
-    table = _markdown(rows, time.time() - started, len(tuning), len(evaluation))
-    out = ROOT / "bench" / "results" / "nab.md"
+    rows, chosen = [], {}
+    for profile in args.profiles.split(","):
+        fixed = next(iter(chosen.values()), None)
+        profile_rows, chosen[profile] = run_profile(profile, corpus, results, config, held_out=not args.tuning_only,
+                                                    fixed=fixed)
+        rows += profile_rows
+    n_tuning = sum(1 for n, *_ in corpus if n.split("/")[0] in TUNING)
+    table = _markdown(rows, time.time() - started, n_tuning, len(corpus) - n_tuning, chosen)
+    out = ROOT / "bench" / "results" / ("nab-tuning.md" if args.tuning_only else "nab.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table, encoding="utf-8")
     print(table)
     return table
 
 
-def _markdown(rows, seconds: float, n_tuning: int, n_eval: int) -> str:
-    lines = ["## NAB (standard profile, normalised score, no look-ahead)", "",
+def _markdown(rows: list[Row], seconds: float, n_tuning: int, n_eval: int, chosen) -> str:
+    lines = ["## NAB (normalised score, no look-ahead)", "",
              f"Tuned on {n_tuning} files (realKnownCause, realTraffic, artificial*); "
-             f"evaluated on realAWSCloudwatch ({n_eval} files). {seconds:.0f} s.", "",
-             "| detector | alert threshold (tuned) | tuning folders | realAWSCloudwatch (evaluation) |",
-             "|---|---|---|---|"]
-    lines += [f"| {label} | {thr:.4f} | {tuned:.1f} | {held:.1f} |" for label, thr, tuned, held in rows]
+             f"evaluated once on realAWSCloudwatch ({n_eval} files). {seconds:.0f} s.", "",
+             "| detector | profile | alert threshold (tuned) | tuning folders | realAWSCloudwatch (evaluation) |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {r.detector} | {r.profile} | {r.threshold:.4f} | {r.tuning:.1f} | {r.evaluation:.1f} |" for r in rows]
+    if chosen:
+        profile, (mode, best) = next(iter(chosen.items()))
+        lines += ["", f"Detector chosen on the {profile} profile (the product defaults): score_mode={mode}, "
+                      f"threshold={best.threshold:.4f}, z_gate={best.z_gate:g}, spatial_margin={best.spatial_margin:g}, "
+                      f"refractory_fraction={best.refractory_fraction:g}, likelihood_long={best.likelihood_long}."]
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ import importlib
 import time
 from pathlib import Path
 
-BENCHES = ("ingest", "combined", "traces", "metrics", "canary", "nab", "nlq")
+BENCHES = ("ingest", "combined", "traces", "metrics", "canary", "nab", "nlq", "anomalies")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

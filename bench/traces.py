@@ -153,29 +153,41 @@ def floor_table(data: bytes, *, attributes: bool = False) -> pa.Table:
     return pa.table(cols)
 
 
-def bench_files(paths: list[Path], lake_root: Path) -> dict[str, float]:
-    """Spans/s (CPU time and wall time) of both floors and of ingest_span_file, same files."""
+def bench_files(paths: list[Path], lake_root: Path, *, rounds: int = 3) -> dict[str, float]:
+    """Spans/s (CPU time and wall time) of both floors and of ingest_span_file, same files.
+
+    The three are run in turns, ``rounds`` times (a fresh lake for each ingest round), and
+    each keeps its best round: other engineers share the two cores, so single passes swing
+    by 2x; interleaving exposes all three to the same load.
+    """
     from ingest.otlp import ingest_span_file
     from meshlens.lake import Lake
 
     blobs = [p.read_bytes() for p in paths]
     spans = sum(floor_table(b).num_rows for b in blobs[:1]) * len(blobs)  # warm-up, and the count
-    result: dict[str, float] = {"spans": spans}
-    for label, run in (
-        ("floor", lambda: [floor_table(b) for b in blobs]),
-        ("floor_attrs", lambda: [floor_table(b, attributes=True) for b in blobs]),
-    ):
-        cpu, wall = time.process_time(), time.perf_counter()
-        run()
-        result[f"{label}_rate"] = spans / (time.process_time() - cpu)
-        result[f"{label}_wall_rate"] = spans / (time.perf_counter() - wall)
-    lake = Lake(lake_root)
-    cpu, wall = time.process_time(), time.perf_counter()
-    stored = sum(ingest_span_file(lake, p, p.read_bytes()).rows_stored for p in paths)
-    result["ingest_rate"] = spans / (time.process_time() - cpu)
-    result["ingest_wall_rate"] = spans / (time.perf_counter() - wall)
-    assert stored == spans, (stored, spans)
+    ingest_span_file(Lake(lake_root / "warm-up"), paths[0], blobs[0])
+    runs = {
+        "floor": lambda _: [floor_table(b) for b in blobs],
+        "floor_attrs": lambda _: [floor_table(b, attributes=True) for b in blobs],
+        "ingest": lambda r: _ingest_all(ingest_span_file, Lake(lake_root / f"round-{r}"), paths, spans),
+    }
+    best: dict[str, tuple[float, float]] = {}
+    for r in range(rounds):
+        for label, run in runs.items():
+            cpu, wall = time.process_time(), time.perf_counter()
+            run(r)
+            took = (time.process_time() - cpu, time.perf_counter() - wall)
+            best[label] = min(best.get(label, took), took)
+    result: dict[str, float] = {"spans": spans, "rounds": rounds}
+    for label, (cpu, wall) in best.items():
+        result[f"{label}_rate"] = spans / cpu
+        result[f"{label}_wall_rate"] = spans / wall
     return result
+
+
+def _ingest_all(ingest: Any, lake: Any, paths: list[Path], spans: int) -> None:
+    stored = sum(ingest(lake, p, p.read_bytes()).rows_stored for p in paths)
+    assert stored == spans, (stored, spans)
 
 
 # -- receiver ------------------------------------------------------------------------------------
@@ -246,6 +258,7 @@ def bench_receiver(data: Path, *, seconds: float, senders: int) -> dict[str, Any
 
     rss_samples: list[int] = []
     cpu = _CpuMeter(proc.pid)
+    startup_cpu = cpu.settle()  # imports of the server and its warmed-up worker: not per-span work
     threads = [threading.Thread(target=sender, args=(i,)) for i in range(senders)]
     started = time.perf_counter()
     for t in threads:
@@ -272,8 +285,9 @@ def bench_receiver(data: Path, *, seconds: float, senders: int) -> dict[str, Any
     quarters = [rss_samples[min(len(rss_samples) - 1, int(len(rss_samples) * q))] for q in (0.25, 0.5, 0.75, 0.99)] if rss_samples else [0]
     return {
         "acked": acked[0], "stored": stored, "ack_rate": acked[0] / sent_s, "sustained_rate": stored / drained_s,
-        "cpu_us_per_span": 1e6 * cpu.total() / max(stored, 1),
-        "main_cpu_us_per_span": 1e6 * cpu.seen.get(proc.pid, 0.0) / max(stored, 1),
+        "cpu_us_per_span": 1e6 * (cpu.total() - startup_cpu) / max(stored, 1),
+        "main_cpu_us_per_span": 1e6 * (cpu.seen.get(proc.pid, 0.0) - cpu.base.get(proc.pid, 0.0)) / max(stored, 1),
+        "startup_cpu_s": startup_cpu,
         "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else 0.0,
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else 0.0,
         "peak_rss_mib": max(rss_samples, default=0) / 1024,
@@ -288,6 +302,19 @@ class _CpuMeter:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.seen: dict[int, float] = {}
+        self.base: dict[int, float] = {}
+
+    def settle(self, *, timeout: float = 30.0) -> float:
+        """Wait until the idle server stops using CPU (start-up done); returns the CPU so far."""
+        deadline, last = time.perf_counter() + timeout, -1.0
+        while time.perf_counter() < deadline:
+            self.sample()
+            if self.total() - last < 0.02:
+                break
+            last = self.total()
+            time.sleep(0.5)
+        self.base = dict(self.seen)
+        return self.total()
 
     def sample(self) -> None:
         try:
@@ -324,8 +351,8 @@ def report(files: dict[str, float], receiver: dict[str, Any], *, senders: int) -
         "",
         f"cores: {os.cpu_count()}; load average at the end {load:.1f}; python {sys.version.split()[0]}; "
         f"protobuf backend {_protobuf_backend()}; {files['spans']:,.0f} spans in files of {20 * BATCH} spans, "
-        "9 attributes per span. File rates are spans per CPU-second of the benchmark process "
-        "(wall-clock rates in brackets: other processes share the 2 cores).",
+        f"9 attributes per span. File rates are spans per CPU-second of the benchmark process, best of "
+        f"{files['rounds']:.0f} interleaved rounds (wall-clock rates in brackets: other processes share the 2 cores).",
         "",
         "| measure | value | target |",
         "|---|---|---|",
@@ -339,7 +366,8 @@ def report(files: dict[str, float], receiver: dict[str, Any], *, senders: int) -
         f"| receiver sustained (acked and published, incl. final flush) | {receiver['sustained_rate']:,.0f} spans/s | "
         f">= 50,000 {'OK' if receiver['sustained_rate'] >= 50_000 else 'MISSED'} |",
         f"| receiver CPU per span (server + workers, incl. HTTP, spool, decode, Parquet) | "
-        f"{receiver['cpu_us_per_span']:.1f} us (HTTP process {receiver['main_cpu_us_per_span']:.1f}) | |",
+        f"{receiver['cpu_us_per_span']:.1f} us (HTTP process {receiver['main_cpu_us_per_span']:.1f}; "
+        f"start-up before the run, not counted: {receiver['startup_cpu_s']:.1f} CPU-s) | |",
         f"| receiver capacity on 2 dedicated cores (2 CPU-s / CPU per span) | "
         f"{2e6 / max(receiver['cpu_us_per_span'], 1e-9):,.0f} spans/s | >= 50,000 |",
         f"| ack latency p50 / p99 | {receiver['p50_ms']:.1f} / {receiver['p99_ms']:.1f} ms | |",
@@ -351,7 +379,8 @@ def report(files: dict[str, float], receiver: dict[str, Any], *, senders: int) -
 
 
 def _rate(files: dict[str, float], label: str) -> str:
-    return f"{files[label + '_rate']:,.0f} spans/s ({files[label + '_wall_rate']:,.0f})"
+    rate = files[label + "_rate"]
+    return f"{rate:,.0f} spans/s ({files[label + '_wall_rate']:,.0f}); {1e6 / rate:.1f} us CPU per span"
 
 
 def _protobuf_backend() -> str:

@@ -15,7 +15,7 @@ import time
 
 import streamlit as st
 
-from dashboard import data, state
+from dashboard import data, jobs, state
 from meshlens import settings as settings_mod
 from meshlens.errors import MeshlensError
 from meshlens.lake import now_utc
@@ -50,7 +50,7 @@ def sidebar(lake: str) -> state.Ctx:
     state.page_selector()
     anchor = state.anchor_from(_optional(data.latest_ts, lake), now=now_utc())
     range_key, window = state.range_selector(anchor=anchor)
-    envs = _optional(data.red, lake, window.start, window.end, by=("env",))
+    envs = _optional(data.counts, lake, window.start, window.end, by=("env",))
     env = state.env_selector(_column(envs, "env"))
     services = _optional(data.red, lake, window.start, window.end, by=("service",), env=env)
     service = state.service_selector(_column(services, "service"))
@@ -97,6 +97,7 @@ def main() -> None:
     started = time.perf_counter()
     lake = lake_path(sys.argv[1:])
     data.sync(lake)
+    jobs.prewarm(lake)
     try:
         ctx = sidebar(lake)
     except MeshlensError as exc:

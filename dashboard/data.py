@@ -8,7 +8,9 @@ User SQL and Ask run on a second connection that nlq.guard hardens, under a lock
 analytics/nlq is cached (``st.cache_data``) on its arguments, with a short time-to-live so
 that newly ingested data shows up. Nothing here computes: each function only calls the
 analytics or nlq function of the same name. A feature that has not been built raises
-``Unavailable``, which the pages show as a note instead of failing.
+``Unavailable``, which the pages show as a note instead of failing. The two slow analyses
+(``detect_incidents``, ``judge_canaries``) take a connection instead of the lake and make no
+Streamlit call: dashboard.jobs runs them in the background, and the pages show their answers.
 """
 
 from __future__ import annotations
@@ -82,10 +84,26 @@ def function(module: str, name: str) -> Callable[..., Any]:
     return fn
 
 
+def open_connection(data: str) -> _Shared:
+    """A new connection of its own to the lake (the background analyses use one per lake version)."""
+    _register_rollups()
+    return _Shared(catalog.connect(Lake(data)), threading.Lock())
+
+
+def shared(data: str) -> _Shared:
+    """The lake's cached DuckDB connection (opened on first use)."""
+    return _shared(data)
+
+
 def call(data: str, module: str, name: str, *args: Any, **kwargs: Any) -> Any:
     """Call ``module.name(conn, *args, **kwargs)`` on a fresh cursor of the lake's connection."""
+    return call_on(_shared(data), module, name, *args, **kwargs)
+
+
+def call_on(conn: _Shared, module: str, name: str, *args: Any, **kwargs: Any) -> Any:
+    """``call`` on a connection already opened (background threads: no Streamlit calls)."""
     fn = function(module, name)
-    cursor = _shared(data).conn.cursor()
+    cursor = conn.conn.cursor()
     started = time.perf_counter()
     try:
         # A cursor shares the views but not the session settings that catalog.connect made.
@@ -124,6 +142,11 @@ def lake_version(data: str) -> tuple[int, int]:
 _SEEN: dict[str, tuple[int, int]] = {}
 
 
+def fingerprint(data: str) -> tuple[int, int]:
+    """The lake fingerprint ``sync`` saw last (computed when it has not run yet)."""
+    return _SEEN.get(data) or lake_version(data)
+
+
 def sync(data: str) -> bool:
     """Forget cached answers and re-register the views when the lake changed; True if it did."""
     version = lake_version(data)
@@ -151,8 +174,8 @@ def _window(start: datetime, end: datetime) -> Window:
 # -- metrics (analytics.red, analytics.graph) ----------------------------------------------
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def latest_ts(data: str) -> datetime | None:
-    """Newest request time in the lake (analytics.red.latest_ts), None when empty."""
-    return call(data, "analytics.red", "latest_ts")
+    """Newest request time in the lake (analytics.rollup_identity.latest_ts), None when empty."""
+    return call(data, "analytics.rollup_identity", "latest_ts")
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -162,6 +185,14 @@ def red(data: str, start: datetime, end: datetime, *, by: tuple[str, ...] = (),
     """analytics.red.red over [start, end)."""
     return call(data, "analytics.red", "red", window=_window(start, end), by=list(by),
                 service=service, caller=caller, env=env, bucket=bucket, settings=settings(data))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def counts(data: str, start: datetime, end: datetime, *, by: tuple[str, ...] = (), bucket: str | None = None,
+           service: str | None = None, env: str | None = None) -> Any:
+    """analytics.rollup_identity.counts: red's counts without percentiles, from the identity rollup."""
+    return call(data, "analytics.rollup_identity", "counts", window=_window(start, end), by=by,
+                bucket=bucket, service=service, env=env)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -283,16 +314,22 @@ INCIDENT_COLUMNS = ("start", "end", "peak", "services", "reason")
 CANARY_COLUMNS = ("service", "env", "baseline", "canary", "verdict", "evidence", "decided_at", "weights")
 
 
-@st.cache_data(ttl=SLOW_TTL_SECONDS, show_spinner=False)
-def incidents(data: str, start: datetime, end: datetime, *, env: str | None = None,
-              service: str | None = None) -> pl.DataFrame:
-    """analytics.anomalies incidents of the window, one row each."""
-    found = call(data, "analytics.anomalies", "detect", window=_window(start, end), env=env,
-                 service=service)
+def detect_incidents(conn: _Shared, config: Any, start: datetime, end: datetime, *,
+                     env: str | None = None, service: str | None = None) -> pl.DataFrame:
+    """analytics.anomalies.detect over [start, end), one row per incident (no Streamlit calls)."""
+    found = call_on(conn, "analytics.anomalies", "detect", window=_window(start, end), env=env,
+                    service=service)
     return pl.DataFrame([_incident_row(i) for i in found], schema=_INCIDENT_SCHEMA)
 
 
-_INCIDENT_SCHEMA = {"start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
+@st.cache_data(ttl=SLOW_TTL_SECONDS, show_spinner=False)
+def incidents(data: str, start: datetime, end: datetime, *, env: str | None = None,
+              service: str | None = None) -> pl.DataFrame:
+    """analytics.anomalies incidents of the window, one row each (blocking; pages use dashboard.jobs)."""
+    return detect_incidents(_shared(data), None, start, end, env=env, service=service)
+
+
+_INCIDENT_SCHEMA: dict[str, Any] = {"start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
                     "peak": pl.Datetime("us", "UTC"), "services": pl.String, "reason": pl.String,
                     "env": pl.String, "score": pl.Float64}
 
@@ -303,20 +340,31 @@ def _incident_row(incident: Any) -> dict[str, Any]:
             "env": incident.env, "score": incident.score}
 
 
+def judge_canaries(conn: _Shared, config: Any, start: datetime, end: datetime, *,
+                   env: str | None = None, service: str | None = None) -> list[dict[str, Any]]:
+    """analytics.canary.judge of every live canary (or one service's), as dicts (no Streamlit calls)."""
+    verdicts = call_on(conn, "analytics.canary", "judge", service, window=_window(start, end), env=env)
+    return [v.as_dict() for v in verdicts]
+
+
 @st.cache_data(ttl=SLOW_TTL_SECONDS, show_spinner=False)
 def canary_verdicts(data: str, start: datetime, end: datetime, *, env: str | None = None,
                     service: str | None = None) -> list[dict[str, Any]]:
-    """analytics.canary.judge of every live canary (or one service's), as JSON-ready dicts."""
-    verdicts = call(data, "analytics.canary", "judge", service, window=_window(start, end), env=env)
-    return [v.as_dict() for v in verdicts]
+    """analytics.canary.judge as JSON-ready dicts (blocking; pages use dashboard.jobs)."""
+    return judge_canaries(_shared(data), None, start, end, env=env, service=service)
+
+
+def canary_frame(verdicts: list[dict[str, Any]]) -> pl.DataFrame:
+    """One row per canary verdict (CANARY_COLUMNS)."""
+    rows = [{**{k: v.get(k) for k in CANARY_COLUMNS if k != "weights"},
+             "weights": weights_text(v.get("next_weights"))}
+            for v in verdicts]
+    return pl.DataFrame(rows, schema={c: pl.String for c in CANARY_COLUMNS})
 
 
 def canaries(data: str, start: datetime, end: datetime, *, env: str | None = None) -> pl.DataFrame:
     """One row per canary verdict (CANARY_COLUMNS)."""
-    rows = [{**{k: v.get(k) for k in CANARY_COLUMNS if k != "weights"},
-             "weights": weights_text(v.get("next_weights"))}
-            for v in canary_verdicts(data, start, end, env=env)]
-    return pl.DataFrame(rows, schema={c: pl.String for c in CANARY_COLUMNS})
+    return canary_frame(canary_verdicts(data, start, end, env=env))
 
 
 def weights_text(weights: dict[str, int] | None) -> str:
@@ -345,6 +393,13 @@ def unauthenticated(data: str, start: datetime, end: datetime, *, env: str | Non
 def tls_versions(data: str, start: datetime, end: datetime, *, env: str | None = None) -> Any:
     """analytics.security.tls_versions."""
     return call(data, "analytics.security", "tls_versions", window=_window(start, end), env=env)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def principals(data: str, service: str | None, start: datetime, end: datetime, *,
+               env: str | None = None) -> Any:
+    """analytics.security.principals: which principals called ``service`` (every service: None)."""
+    return call(data, "analytics.security", "principals", service, window=_window(start, end), env=env)
 
 
 def policy_path(data: str) -> Path | None:

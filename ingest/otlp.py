@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from ingest import otlp_json, otlp_proto
 from ingest.otlp_common import SpanColumns, rejects_table
+from meshlens import schema
 from meshlens.errors import InputError, UnknownNameError
 from meshlens.lake import Lake, ManifestEntry, now_utc
 
@@ -122,4 +123,13 @@ def publish_spans(
     """Write spans (partitioned by start date) and their rejects; returns the dates written."""
     if rejects:
         lake.add_quarantine(rejects_table(rejects, source_file=source_file, source_format=source_format), stem=stem)
-    return lake.write_partitioned("spans", table, ts_column="start_ts", stem=stem)
+    return lake.write_partitioned("spans", table, ts_column="start_ts", stem=stem, parquet_options=SPAN_PARQUET)
+
+
+_UNIQUE_PER_SPAN = ("trace_id", "span_id", "parent_span_id", "start_ts", "end_ts", "duration_ms", "attributes")
+SPAN_PARQUET = {"use_dictionary": [f.name for f in schema.SPANS if f.name not in _UNIQUE_PER_SPAN]}
+"""Parquet options of span files: no dictionary for the columns (nearly) unique per span.
+
+Parquet would build a dictionary for them and fall back to plain pages once it overflows:
+wasted work and bigger files (the bench: ~1 us and ~10 bytes less per span). Encodings
+only; the values stored are the same."""

@@ -281,13 +281,15 @@ COLUMNS = (
 
 @dataclass
 class SpanColumns:
-    """Spans collected as row tuples (in ``COLUMNS`` order), plus the rejects met on the way."""
+    """Spans collected as row tuples (in ``COLUMNS`` order) and/or ready Arrow tables of
+    ``CORE`` (from ``ingest.otlp_columnar``), plus the rejects met on the way."""
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     rejects: list[tuple[int, str, str]] = field(default_factory=list)
+    tables: list[pa.Table] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) + sum(t.num_rows for t in self.tables)
 
     def add(
         self, resource: Resource, *, trace_id: str, span_id: str, parent_span_id: str, name: str,
@@ -309,42 +311,70 @@ class SpanColumns:
         """Append every span and reject of ``other``."""
         self.rows.extend(other.rows)
         self.rejects.extend(other.rejects)
+        self.tables.extend(other.tables)
+
+    def core_table(self) -> pa.Table:
+        """Every span as one table of ``CORE`` (times still in nanoseconds)."""
+        parts = list(self.tables)
+        if self.rows or not parts:
+            if self.rows:
+                columns = dict(zip(COLUMNS, map(list, zip(*self.rows))))
+            else:
+                columns = {c: [] for c in COLUMNS}
+            parts.append(pa.table([pa.array(columns[f.name], f.type) for f in CORE], schema=CORE))
+        return parts[0] if len(parts) == 1 else pa.concat_tables(parts)
 
     def to_table(self, *, source_format: str, source_file: str) -> pa.Table:
         """The spans as a table of exactly ``meshlens.schema.SPANS``."""
-        if self.rows:
-            columns = dict(zip(COLUMNS, map(list, zip(*self.rows))))
-        else:
-            columns = {c: [] for c in COLUMNS}
-        return build_table(columns, source_format=source_format, source_file=source_file)
+        core = self.core_table()
+        return build_table({c: core.column(c) for c in COLUMNS}, source_format=source_format, source_file=source_file)
 
 
-def build_table(cols: Mapping[str, list[Any]], *, source_format: str, source_file: str) -> pa.Table:
-    """Columns (lists, times in ns) -> a table conforming to ``schema.SPANS``."""
+CORE = pa.schema([
+    (name, pa.int64() if name in ("start_ns", "end_ns") else pa.int32() if name == "http_status" else pa.string())
+    for name in COLUMNS
+])
+"""The span columns as the readers produce them (before times, routes and source columns)."""
+
+
+def build_table(cols: Mapping[str, Any], *, source_format: str, source_file: str) -> pa.Table:
+    """Columns (lists or Arrow arrays, times in ns) -> a table conforming to ``schema.SPANS``."""
     n = len(cols["trace_id"])
-    arrays: dict[str, pa.Array] = {}
-    start = pa.array(cols["start_ns"], pa.int64())
-    end = pa.array(cols["end_ns"], pa.int64())
+    arrays: dict[str, Any] = {}
+    start = _arrow(cols["start_ns"], pa.int64())
+    end = _arrow(cols["end_ns"], pa.int64())
     arrays["start_ts"] = pc.divide(start, 1000).cast(schema.TS)
     arrays["end_ts"] = pc.divide(end, 1000).cast(schema.TS)
-    arrays["duration_ms"] = pc.divide(pc.subtract(end, start).cast(pa.float64()), 1e6)
+    arrays["duration_ms"] = pc.divide(pc.subtract(end, start).cast(pa.float64(), safe=False), 1e6)
     for fld in schema.SPANS:
         if fld.name in cols and fld.name not in arrays:
-            arrays[fld.name] = pa.array(cols[fld.name], fld.type)
+            arrays[fld.name] = _arrow(cols[fld.name], fld.type)
     arrays["route"] = _fill_routes(arrays["route"], arrays["path"])
     arrays["source_format"] = pa.repeat(pa.scalar(source_format, pa.string()), n)
     arrays["source_file"] = pa.repeat(pa.scalar(source_file, pa.string()), n)
     return pa.Table.from_arrays([arrays[f.name] for f in schema.SPANS], schema=schema.SPANS)
 
 
-def _fill_routes(route: pa.Array, path: pa.Array) -> pa.Array:
-    """http.route where given, else the templated path (meshlens.routes when available)."""
+def _arrow(values: Any, typ: pa.DataType) -> Any:
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values if values.type == typ else values.cast(typ)
+    return pa.array(values, typ)
+
+
+def _fill_routes(route: Any, path: Any) -> Any:
+    """http.route where given, else the templated path (meshlens.routes when available).
+
+    Only the paths of spans without a route are templated.
+    """
     template = _template_function()
     missing = pc.and_(pc.is_null(route), pc.is_valid(path))
     if template is None or not pc.any(missing).as_py():
         return route
-    templated = template(pa.chunked_array([path]) if isinstance(path, pa.Array) else path)
-    return pc.if_else(pc.is_null(route), templated, route)
+    todo = pc.filter(path, missing)
+    templated = template(todo if isinstance(todo, pa.ChunkedArray) else pa.chunked_array([todo]))
+    route = route.combine_chunks() if isinstance(route, pa.ChunkedArray) else route
+    missing = missing.combine_chunks() if isinstance(missing, pa.ChunkedArray) else missing
+    return pc.replace_with_mask(route, missing, templated)
 
 
 @functools.cache

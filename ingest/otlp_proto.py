@@ -7,8 +7,11 @@ its length as a 4-byte big-endian unsigned integer. A single request always begi
 byte 0x0A (field 1, ``resource_spans``), a framed stream with a length whose first byte is
 0x00 for any message under 16 MiB, so the first byte tells them apart.
 
-The decode path is the hot loop of both file ingest and the receiver: it walks the upb
-message objects once, appending to column lists, and touches each attribute once.
+The decode path is the hot loop of both file ingest and the receiver. Requests are decoded
+columnar by ``ingest.otlp_columnar`` (many requests at once, no Python object per span); the
+per-span reader here (``read_message``: upb objects, one row tuple per span) is its reference
+and its fallback for any message the columnar decoder finds unusual, so both give the same
+rows and the same rejects (tests/test_traces_columnar.py checks this on random requests).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ingest import otlp_wire
+from ingest import otlp_columnar, otlp_wire
 from ingest.otlp_common import (
     EXCEPTION_EVENT,
     EXCEPTION_MESSAGE,
@@ -111,21 +114,40 @@ def messages(data: bytes) -> Iterator[tuple[int, bytes | None, str]]:
 
 
 def parse(data: bytes, *, first_line_no: int = 1) -> SpanColumns:
-    """Every span of a file; an undecodable message is one reject (its number as line)."""
+    """Every span of a file; an undecodable message is one reject (its number as line).
+
+    The spans are decoded columnar (``ingest.otlp_columnar``) in batches of messages.
+    """
     out = SpanColumns()
+    batch: list[tuple[bytes, int]] = []
+    size = 0
     for index, message, reason in messages(data):
         line_no = first_line_no + index - 1
         if message is None:
             out.reject(line_no, reason, _raw(data[-4096:]))
             continue
-        read_message(message, out, line_no=line_no)
+        batch.append((message, line_no))
+        size += len(message)
+        if size >= BATCH_BYTES:
+            otlp_columnar.decode_messages(batch, out)
+            batch, size = [], 0
+    otlp_columnar.decode_messages(batch, out)
     return out
+
+
+BATCH_BYTES = 32 * 1024 * 1024
+"""Messages decoded together (the columnar decoder holds their spans' bytes twice)."""
 
 
 def parse_request(body: bytes) -> SpanColumns:
     """One OTLP/HTTP protobuf body (exactly one message)."""
+    return parse_requests([body])
+
+
+def parse_requests(bodies: list[bytes]) -> SpanColumns:
+    """Several OTLP/HTTP protobuf bodies decoded together (each its own line 1)."""
     out = SpanColumns()
-    read_message(body, out, line_no=1)
+    otlp_columnar.decode_messages([(body, 1) for body in bodies], out)
     return out
 
 
@@ -219,8 +241,13 @@ def check_request(body: bytes) -> tuple[int, list[str]]:
 
     What the receiver does before acknowledging: decode the structure (DecodeError when it
     is not protobuf) and apply the span checks of the hot loop, without the attribute work.
+    The columnar check answers for requests whose spans are all fine; the per-span loop
+    below runs only for the others, to name the problems.
     An attribute whose bytes do not decode is found only when publishing (and quarantined).
     """
+    plain = otlp_columnar.count_valid(body)
+    if plain is not None:
+        return plain, []
     request = otlp_wire.CheckRequest.FromString(body)
     good, problems = 0, []
     for rs in request.resource_spans:

@@ -58,9 +58,41 @@ _CHECK_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
 }
 """Just what the receiver checks before acknowledging (the rest is skipped, not copied out)."""
 
+_OUTER_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
+    "Request": [("resource_spans", 1, _MESSAGE, _REP, "ResourceSpans")],
+    "ResourceSpans": [("resource", 1, _MESSAGE, _OPT, "Resource"), ("scope_spans", 2, _MESSAGE, _REP, "ScopeSpans")],
+    "Resource": [("attributes", 1, _BYTES, _REP, None)],
+    "ScopeSpans": [("spans", 2, _BYTES, _REP, None)],
+}
+"""The outer levels only: each span stays its raw bytes (``ingest.otlp_columnar`` reads them)."""
 
-def _build(messages: dict[str, list[tuple[str, int, int, int, str | None]]], package: str) -> Any:
-    """Register lean messages in a private descriptor pool; returns the Request class."""
+_VALIDATE_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
+    "Request": [("resource_spans", 1, _MESSAGE, _REP, "ResourceSpans")],
+    "ResourceSpans": [("scope_spans", 2, _MESSAGE, _REP, "ScopeSpans")],
+    "ScopeSpans": [("spans", 2, _MESSAGE, _REP, "Span")],
+    "Span": [],
+}
+"""Every span as a message of unknown fields only: parsing checks the structure, keeps no object."""
+
+_LIST_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
+    "Spans": [
+        ("trace_id", 1, _BYTES, _REP, None), ("span_id", 2, _BYTES, _REP, None),
+        ("parent_span_id", 4, _BYTES, _REP, None), ("kind", 6, _INT32, _REP, None),
+        ("start_time_unix_nano", 7, _FIXED64, _REP, None), ("status", 15, _BYTES, _REP, None),
+    ],
+    "Statuses": [("code", 3, _INT32, _REP, None)],
+}
+"""Concatenated spans (statuses) parsed as one message: every field becomes one list."""
+
+_EVENT_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
+    "Span": [("events", 11, _MESSAGE, _REP, "Event")],
+    "Event": [("name", 2, _STRING, _OPT, None), ("attributes", 3, _BYTES, _REP, None)],
+}
+
+
+def _build(messages: dict[str, list[tuple[str, int, int, int, str | None]]], package: str,
+           root: str = "Request") -> Any:
+    """Register lean messages in a private descriptor pool; returns the ``root`` class."""
     proto = descriptor_pb2.FileDescriptorProto(name=f"{package}.proto", package=package, syntax="proto3")
     for name, fields in messages.items():
         message = proto.message_type.add(name=name)
@@ -70,7 +102,7 @@ def _build(messages: dict[str, list[tuple[str, int, int, int, str | None]]], pac
                 added.type_name = f".{package}.{type_name}"
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.Request"))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{root}"))
 
 
 Request = _build(_MESSAGES, _PACKAGE)
@@ -78,6 +110,21 @@ Request = _build(_MESSAGES, _PACKAGE)
 
 CheckRequest = _build(_CHECK_MESSAGES, _PACKAGE + "check")
 """Wire-compatible ExportTraceServiceRequest with only the fields the span checks read."""
+
+OuterRequest = _build(_OUTER_MESSAGES, _PACKAGE + "outer")
+"""Wire-compatible ExportTraceServiceRequest whose spans are raw bytes."""
+
+ValidateRequest = _build(_VALIDATE_MESSAGES, _PACKAGE + "validate")
+"""Wire-compatible ExportTraceServiceRequest that only checks that every span parses."""
+
+SpanLists = _build(_LIST_MESSAGES, _PACKAGE + "lists", root="Spans")
+"""The checked span fields of many concatenated spans, one repeated field each."""
+
+StatusLists = _build(_LIST_MESSAGES, _PACKAGE + "lists2", root="Statuses")
+"""Status codes of many concatenated Status messages."""
+
+EventsOnly = _build(_EVENT_MESSAGES, _PACKAGE + "events", root="Span")
+"""Wire-compatible Span with only its events."""
 
 _QUOTE = json.encoder.encode_basestring  # the C string quoter (ensure_ascii=False)
 

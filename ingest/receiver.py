@@ -11,12 +11,14 @@
     415  any other content type or content encoding
     503  more than ``receiver_max_pending_bytes`` accepted but not yet published (Retry-After)
 
-Nothing acknowledged is lost: a body is checked (decodable? how many spans will be rejected?)
-and appended to the fsync'd spool (``ingest.spool``) before the 200 goes out; nothing decoded
-is kept in memory. When the current segment holds ``receiver_flush_spans`` spans or is
+Nothing acknowledged is lost: a body is checked (decodable? how many spans will be rejected?
+``otlp_proto.check_request``, columnar for plain requests) and appended to the fsync'd spool
+(``ingest.spool``, one group-committed fsync for concurrent requests) before the 200 goes
+out; nothing decoded is kept in memory. When the current segment holds ``receiver_flush_spans`` spans or is
 ``receiver_flush_seconds`` old, the publisher thread seals it and hands it to a worker process
-(``publish_segment``: decode, write the spans under the segment's name, add the manifest
-entry, delete the segment), so decoding uses the second core. On start, segments left by a
+(``publish_segment``: decode the protobuf bodies together with ``otlp_columnar``, write the
+spans under the segment's name, add the manifest entry, delete the segment), so decoding uses
+the second core. On start, segments left by a
 crash are replayed the same way (idempotently: the manifest says which were published).
 ``close`` publishes what is pending (SIGTERM does this through the CLI). Memory stays flat:
 request bodies in flight plus one segment being decoded in the worker.
@@ -244,7 +246,8 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     os.environ.setdefault("POLARS_MAX_THREADS", "1")  # inherited by the spawned workers
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_follow_parent, initargs=(os.getpid(),))
-    pool.submit(_warm_up)  # imports happen while the receiver starts, not at the first publish
+    for _ in range(workers):  # every worker imports while the receiver starts, not at a publish
+        pool.submit(_warm_up)
     return pool
 
 
@@ -261,8 +264,14 @@ def _follow_parent(parent: int) -> None:
 
 
 def _warm_up() -> None:
-    """Runs in the worker: import the decode path ahead of the first segment."""
-    from ingest import otlp_json, otlp_proto  # noqa: F401
+    """Runs in the worker: import the decode and write path ahead of the first segment."""
+    import pyarrow.parquet  # noqa: F401
+
+    from ingest import otlp_columnar, otlp_json, otlp_proto  # noqa: F401
+    from ingest.otlp_common import _template_function
+
+    _template_function()
+    time.sleep(0.2)  # hold this worker so that the next warm-up starts the other one
 
 
 def publish_segment(root: str, path: str, *, fresh: bool) -> tuple[int, list[str]]:
@@ -295,20 +304,24 @@ def publish_segment(root: str, path: str, *, fresh: bool) -> tuple[int, list[str
 
 
 def _decode_segment(segment: Path, *, source_file: str) -> tuple[pa.Table, list[tuple[int, str, str]]]:
-    """Every span of a segment as one table; Python rows are turned into Arrow every
-    ``_ARROW_EVERY`` spans so that a large segment does not hold them all as objects."""
-    tables, rejects, columns = [], [], SpanColumns()
+    """Every span of a segment as one table: protobuf bodies are decoded together, columnar
+    (``otlp_proto.parse_requests``), in runs of at most ``_DECODE_BYTES``; JSON bodies one by one."""
+    columns, run, size = SpanColumns(), [], 0
     for kind, body in spool.read_segment(segment):
-        columns.extend(otlp_decode(body, kind=kind))
-        if len(columns) >= _ARROW_EVERY:
-            tables.append(columns.to_table(source_format=SOURCE_FORMAT, source_file=source_file))
-            rejects += columns.rejects
-            columns = SpanColumns()
-    tables.append(columns.to_table(source_format=SOURCE_FORMAT, source_file=source_file))
-    return pa.concat_tables(tables), rejects + columns.rejects
+        if kind != spool.KIND_PROTOBUF:
+            columns.extend(otlp_decode(body, kind=kind))
+            continue
+        run.append(body)
+        size += len(body)
+        if size >= _DECODE_BYTES:
+            columns.extend(otlp_proto.parse_requests(run))
+            run, size = [], 0
+    if run:
+        columns.extend(otlp_proto.parse_requests(run))
+    return columns.to_table(source_format=SOURCE_FORMAT, source_file=source_file), columns.rejects
 
 
-_ARROW_EVERY = 8192
+_DECODE_BYTES = 16 * 1024 * 1024
 
 
 def _manifest_key(segment_name: str) -> str:

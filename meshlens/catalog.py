@@ -8,15 +8,21 @@ empty lake.
 
 from __future__ import annotations
 
+import weakref
+
 import duckdb
 import pyarrow as pa
 
 from meshlens import schema
 from meshlens.lake import Lake
 
+LAKES: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, Lake] = weakref.WeakKeyDictionary()
+"""The lake whose views each connection holds (analytics.fastpath reads its files directly)."""
+
 ROLLUP_SCHEMAS: dict[str, pa.Schema] = {}
 """Rollup tables (folder under ``rollups/``) and their schemas; analytics registers them."""
 ROLLUP_SCHEMAS.update(schema.ROLLUPS)
+ROLLUP_SCHEMAS.update(schema.IDENTITY_ROLLUPS)
 
 EDGES_SQL = """
 WITH log_edges AS (
@@ -99,6 +105,7 @@ def connect(lake: Lake, *, threads: int | None = None) -> duckdb.DuckDBPyConnect
 
 def register_views(conn: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     """(Re)create the views; call again to see partitions published since."""
+    LAKES[conn] = lake
     _partitioned_view(conn, lake, "requests", schema.REQUESTS)
     _partitioned_view(conn, lake, "spans", schema.SPANS)
     for name, rollup_schema in ROLLUP_SCHEMAS.items():

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -71,25 +72,38 @@ class Lake:
         if folder.is_dir():
             yield from (p for p in folder.rglob("*.parquet") if not p.name.startswith("."))
 
-    def write_partitioned(self, name: str, table: pa.Table, *, ts_column: str, stem: str) -> list[str]:
-        """Write ``table`` split by the UTC date of ``ts_column``; returns the dates written."""
+    def write_partitioned(
+        self, name: str, table: pa.Table, *, ts_column: str, stem: str, parquet_options: dict[str, Any] | None = None,
+    ) -> list[str]:
+        """Write ``table`` split by the UTC date of ``ts_column``; returns the dates written.
+
+        ``parquet_options``: extra ``pyarrow.parquet.write_table`` keywords (see ``write_file``).
+        """
         if table.num_rows == 0:
             return []
-        dates = pc.strftime(table.column(ts_column), format="%Y-%m-%d")
+        days = pc.cast(table.column(ts_column), pa.date32())  # the UTC date (strftime per row is slow)
         written = []
-        for date in pc.unique(dates).to_pylist():
-            if date is None:
+        unique_days = pc.unique(days).to_pylist()
+        for day in unique_days:
+            if day is None:
                 continue
-            part = table.filter(pc.equal(dates, date))
-            self.write_file(self.table_dir(name) / f"date={date}" / f"{stem}.parquet", part)
+            date = day.isoformat()
+            whole = len(unique_days) == 1  # one date, no nulls: no filter (it copies every column)
+            part = table if whole else table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
+            self.write_file(self.table_dir(name) / f"date={date}" / f"{stem}.parquet", part,
+                            parquet_options=parquet_options)
             written.append(date)
         return sorted(written)
 
-    def write_file(self, path: Path, table: pa.Table) -> Path:
-        """Write one Parquet file atomically (temporary name, fsync, rename)."""
+    def write_file(self, path: Path, table: pa.Table, *, parquet_options: dict[str, Any] | None = None) -> Path:
+        """Write one Parquet file atomically (temporary name, fsync, rename).
+
+        ``parquet_options`` adds ``pyarrow.parquet.write_table`` keywords to the default zstd
+        (encodings only, e.g. ``use_dictionary``: the values stored are the same).
+        """
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", **(parquet_options or {}))
         _fsync_and_rename(tmp, path)
         return path
 

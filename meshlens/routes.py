@@ -112,11 +112,28 @@ def _template_distinct(paths: pl.Series) -> pl.Series:
     flat = parts.explode().fill_null("")
     candidates = flat.str.contains(r"[0-9@=]").arg_true()
     if candidates.len():
-        judged = pl.DataFrame({"s": flat.gather(candidates)}).select(_segment_expr(pl.col("s"))).to_series()
-        flat = flat.scatter(candidates, judged)
+        flat = flat.scatter(candidates, _judge_segments(flat.gather(candidates)))
     offsets = np.concatenate([[0], np.cumsum(parts.list.len().fill_null(0).to_numpy())]).astype(np.int64)
     lists = pa.LargeListArray.from_arrays(pa.array(offsets), flat.to_arrow().cast(pa.large_string()))
     return pl.Series(lists).list.join("/")
+
+
+def _judge_segments(segments: pl.Series) -> pl.Series:
+    """``_segment_expr`` of each candidate segment, run once per distinct segment.
+
+    Segments repeat across paths (``v1``, ``api``); a segment of digits only is always an id
+    (a number, with no extension: the first strict rule) and skips the rules.
+    """
+    encoded = pc.dictionary_encode(segments.to_arrow().cast(pa.large_string()))
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    distinct = pl.Series("s", encoded.dictionary).cast(pl.String)
+    others = distinct.str.contains(r"^[0-9]+$").not_().arg_true()
+    judged = pl.repeat(ID, distinct.len(), dtype=pl.String, eager=True)
+    if others.len():
+        rest = pl.DataFrame({"s": distinct.gather(others)}).select(_segment_expr(pl.col("s"))).to_series()
+        judged = judged.scatter(others, rest)
+    return pl.Series(pc.take(judged.to_arrow(), encoded.indices)).cast(pl.String)
 
 
 def _segment_expr(seg: pl.Expr) -> pl.Expr:

@@ -111,6 +111,8 @@ ROLLUP_DIMS = ("caller", "service", "version", "route", "method", "env", "status
 """Key of the ``requests_*`` rollups (besides the time column)."""
 EDGE_ROLLUP_DIMS = ("caller", "service", "version", "env")
 """Key of the narrower ``edges_*`` rollups, which answer per-service/edge/version questions fast."""
+SERVICE_ROLLUP_DIMS = ("service", "env")
+"""Key of the narrowest ``services_*`` rollups: per-service dashboards read a few rows per minute."""
 
 
 def _rollup(time_column: str, dims: tuple[str, ...]) -> pa.Schema:
@@ -133,8 +135,34 @@ ROLLUPS: dict[str, pa.Schema] = {
     "edges_1m": _rollup("minute", EDGE_ROLLUP_DIMS),
     "edges_1h": _rollup("hour", EDGE_ROLLUP_DIMS),
     "edges_1d": _rollup("day", EDGE_ROLLUP_DIMS),
+    "services_1m": _rollup("minute", SERVICE_ROLLUP_DIMS),
+    "services_1h": _rollup("hour", SERVICE_ROLLUP_DIMS),
+    "services_1d": _rollup("day", SERVICE_ROLLUP_DIMS),
 }
 """Rollups (folders under ``rollups/``, partitioned by ``date``), built by analytics.rollup."""
+
+IDENTITY_DIMS = ("caller", "caller_principal", "service", "env", "tls_version", "authenticated", "mtls",
+                 "denied", "auth_denied_reason", "failure_reason", "source_ip")
+"""Key of the ``identity_*`` rollups: who called what, how they authenticated, whether auth denied it."""
+_BOOL_DIMS = ("authenticated", "mtls", "denied")
+
+
+def _identity_rollup(time_column: str) -> pa.Schema:
+    """Who called what per time grain: counts, bytes and first/last request time (no latency)."""
+    return pa.schema(
+        [(time_column, TS)]
+        + [(d, pa.bool_() if d in _BOOL_DIMS else pa.string()) for d in IDENTITY_DIMS]
+        + [(c, pa.int64()) for c in ("requests", "errors_5xx", "client_errors_4xx", "bytes_in", "bytes_out")]
+        + [("first_seen", TS), ("last_seen", TS)]
+    )
+
+
+IDENTITY_1M = _identity_rollup("minute")
+IDENTITY_ROLLUPS: dict[str, pa.Schema] = {
+    "identity_1m": IDENTITY_1M,
+    "identity_1h": _identity_rollup("hour"),
+}
+"""Principal/security rollups (``rollups/identity_*``), built by analytics.rollup_identity."""
 
 COLUMN_DOCS: dict[str, dict[str, str]] = {
     "requests": {
@@ -213,6 +241,19 @@ COLUMN_DOCS: dict[str, dict[str, str]] = {
         "duration_count": "requests with a duration in this bucket (the sketch's count)",
         "duration_sum_ms": "sum of duration_ms", "duration_max_ms": "largest duration_ms",
         "date": "partition: UTC date of the minute",
+    },
+    "identity_1m": {
+        "minute": "minute the requests started in, UTC (`hour` in identity_1h)",
+        "caller": "calling service", "caller_principal": "caller's principal (NULL/empty: none)",
+        "service": "called service", "env": "environment", "tls_version": "TLS version, empty: plain text",
+        "authenticated": "caller presented a principal or certificate", "mtls": "client certificate",
+        "denied": "403 with an auth denied reason (the network refused the caller)",
+        "auth_denied_reason": "why auth denied the request", "failure_reason": "failure class",
+        "source_ip": "caller address, kept only for unauthenticated calls (NULL otherwise)",
+        "requests": "requests in the group", "errors_5xx": "requests answered 5xx",
+        "client_errors_4xx": "requests answered 4xx", "bytes_in": "sum of bytes_in (NULL as 0)",
+        "bytes_out": "sum of bytes_out (NULL as 0)", "first_seen": "earliest ts in the group",
+        "last_seen": "latest ts in the group", "date": "partition: UTC date of the minute",
     },
 }
 

@@ -76,7 +76,8 @@ def ask(
     settings = settings or Settings()
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     context = Context.load(conn, exact_max_rows=int(settings["exact_percentile_max_rows"]))
-    plan = offline.translate(question, now=now, vocab=context.vocab, rollups=context.rollups)
+    plan = offline.translate(question, now=now, vocab=context.vocab, rollups=context.rollups,
+                             identity_rollup=context.identity_rollup)
     if backend == "claude" and plan.intent not in ("clarify", "diagnosis"):
         from nlq import claude
 
@@ -92,6 +93,7 @@ class Context:
 
     vocab: Vocabulary
     rollups: bool | str  # False, True, or "sketch" (percentiles from sketches: a big lake)
+    identity_rollup: bool = False  # the principal rollup (analytics.rollup_identity) holds rows
 
     @classmethod
     def load(cls, conn: duckdb.DuckDBPyConnection, *, exact_max_rows: int = 200_000) -> "Context":
@@ -115,7 +117,7 @@ class Context:
             extra = load_vocabulary(conn, source="requests_1d")
             vocab = Vocabulary(services=vocab.services, versions=vocab.versions, routes=extra.routes,
                                envs=vocab.envs, principal_loader=lambda: _principals(conn))
-        return cls(vocab, rollups)
+        return cls(vocab, rollups, bool(rollups) and _has_rows(conn, "identity_1h"))
 
 
 def _total_requests(conn: duckdb.DuckDBPyConnection) -> int:
@@ -128,15 +130,19 @@ def _principals(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return sorted(str(r[0]) for r in rows if r[0])
 
 
+def _has_rows(conn: duckdb.DuckDBPyConnection, view: str) -> bool:
+    try:
+        return conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM {view} LIMIT 1)").fetchone() == (1,)
+    except duckdb.Error:
+        return False
+
+
 def rollups_available(conn: duckdb.DuckDBPyConnection) -> bool:
     """True when the hourly and minute rollups exist and hold rows."""
     views = {r[0] for r in conn.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     if not {"requests_1m", "requests_1h", "requests_1d", "edges_1m", "edges_1h", "edges_1d"} <= views:
         return False
-    try:
-        return conn.execute("SELECT count(*) FROM (SELECT 1 FROM edges_1h LIMIT 1)").fetchone() == (1,)
-    except duckdb.Error:
-        return False
+    return _has_rows(conn, "edges_1h")
 
 
 def run_plan(conn: duckdb.DuckDBPyConnection, plan: offline.Plan, *, settings: Settings, backend: str) -> Answer:

@@ -211,8 +211,13 @@ def _callee_phrasing(q: Question) -> bool:
 
 # -- translation ------------------------------------------------------------------------------
 
-def translate(text: str, *, now: datetime, vocab: Vocabulary, rollups: bool | str) -> Plan:
-    """A plan for ``text``: SQL from a template, a playbook run, or a clarification."""
+def translate(text: str, *, now: datetime, vocab: Vocabulary, rollups: bool | str,
+              identity_rollup: bool = True) -> Plan:
+    """A plan for ``text``: SQL from a template, a playbook run, or a clarification.
+
+    ``identity_rollup`` says whether the principal rollup is built (a lake rolled up before it
+    existed has the others only); without it the principals question reads raw rows.
+    """
     q = read(text, now=now, vocab=vocab)
     problem = _name_problem(q, vocab)
     if problem:
@@ -220,8 +225,9 @@ def translate(text: str, *, now: datetime, vocab: Vocabulary, rollups: bool | st
     intent = classify(q)
     if intent == "unknown":
         return Plan("unknown", q.window, error=_cannot_answer(text))
-    builder = BUILDERS[intent]
-    return builder(q, rollups=rollups)
+    if intent == "access":
+        return build_access(q, rollups=rollups if identity_rollup else False)
+    return BUILDERS[intent](q, rollups=rollups)
 
 
 def _name_problem(q: Question, vocab: Vocabulary) -> Plan | None:
@@ -361,7 +367,7 @@ def build_access(q: Question, *, rollups: bool | str) -> Plan:
         return _unknown_callers(q, service)
     if q.principal or q.account or q.namespace:
         return _by_principal(q, service)
-    return _principals_of(q, service)
+    return _principals_of(q, service, rollups=rollups)
 
 
 def _window_or_all(q: Question) -> Window:
@@ -376,19 +382,34 @@ def _env_pred(q: Question) -> list[str]:
     return [f"env = {sqlgen.quote(q.env)}"] if q.env else []
 
 
-def _principals_of(q: Question, service: str | None) -> Plan:
+def _principals_of(q: Question, service: str | None, *, rollups: bool | str = False) -> Plan:
     where = _service_pred(service) + _env_pred(q)
     if q.route:
         where.append(f"route = {sqlgen.quote(q.route)}")
     if q.method:
         where.append(f"method = {sqlgen.quote(q.method)}")
-    sql = sqlgen.raw_group_sql(
+    sql = _principals_from_rollup(q.window, where) if rollups and not (q.route or q.method) else None
+    sql = sql or sqlgen.raw_group_sql(
         window=q.window, where=where, order="requests DESC, caller_principal",
         select=["caller_principal", "caller", "count(*) AS requests", "min(ts) AS first_seen", "max(ts) AS last_seen"],
         group=["caller_principal", "caller"])
     target = service or "any service"
     return Plan("principals", q.window, sql, service=service,
                 explanation=_explain(f"Principals (identities) that called {target}{' ' + q.route if q.route else ''}", q))
+
+
+def _principals_from_rollup(window: Window, where: list[str]) -> str | None:
+    """The principals question over analytics.rollup_identity's tiles (built with the other rollups)."""
+    from analytics.rollup_identity import tiles_text
+
+    tiles = tiles_text(window, columns=("caller_principal", "caller", "service", "env", "requests",
+                                        "first_seen", "last_seen"))
+    if tiles is None:
+        return None
+    return (f"SELECT caller_principal, caller, sum(requests)::BIGINT AS requests, min(first_seen) AS first_seen, "
+            f"max(last_seen) AS last_seen\nFROM (\n  {tiles}\n)"
+            + (f"\nWHERE {' AND '.join(where)}" if where else "")
+            + "\nGROUP BY caller_principal, caller\nORDER BY requests DESC, caller_principal")
 
 
 def _by_principal(q: Question, service: str | None) -> Plan:

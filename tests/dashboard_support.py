@@ -30,6 +30,22 @@ def run_page(page: str, *, timeout: float = 300, **params: str) -> Any:
     return at.run()
 
 
+def pending(at: Any) -> list[str]:
+    """The placeholders of background analyses still running (dashboard.jobs.waiting_text)."""
+    return [i.value for i in at.info if "… started" in i.value]
+
+
+def run_until_ready(page: str, *, timeout: float = 600, **params: str) -> Any:
+    """Run the page, then rerun it until no background analysis is pending (or fail)."""
+    at = run_page(page, timeout=timeout, **params)
+    deadline = time.monotonic() + timeout
+    while pending(at):
+        assert time.monotonic() < deadline, f"still pending after {timeout} s: {pending(at)}"
+        time.sleep(0.3)
+        at.run()
+    return at
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -90,3 +106,9 @@ def wait_rendered(page: Any, *, timeout_ms: int = 60_000) -> None:
         timeout=timeout_ms,
     )
     page.wait_for_timeout(300)  # let the last frame paint before a screenshot
+
+
+def wait_analyses(page: Any, *, timeout_ms: int = 240_000) -> None:
+    """Wait until every background-analysis placeholder was replaced by its result, then settle."""
+    page.wait_for_function("() => !document.body.innerText.includes('\u2026 started')", timeout=timeout_ms)
+    wait_rendered(page, timeout_ms=timeout_ms)

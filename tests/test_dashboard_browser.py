@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from dashboard.state import PAGES
-from tests.dashboard_support import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, dashboard_server, wait_rendered
+from tests.dashboard_support import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, dashboard_server, wait_analyses, wait_rendered
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -45,6 +45,7 @@ def _open(page: Any, url: str, name: str, **params: str) -> None:
     query = "&".join(f"{k}={quote(v)}" for k, v in {"page": name, **params}.items())
     page.goto(f"{url}/?{query}")
     wait_rendered(page, timeout_ms=240_000)
+    wait_analyses(page, timeout_ms=240_000)
 
 
 def _shot(page: Any, name: str) -> None:
@@ -88,6 +89,9 @@ def _grid_text(page: Any) -> str:
 def test_clicking_a_node_opens_its_service(browser_page: Any) -> None:
     page, url, _ = browser_page
     _open(page, url, "Service graph")
+    # Plotly draws after Streamlit's "Rendered in" caption: wait for the node trace itself.
+    page.wait_for_function("""() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+        .some(gd => (gd.data || []).some(t => t.name === 'services'))""")
     target = "PaymentService"
     point = page.evaluate(
         """(name) => {

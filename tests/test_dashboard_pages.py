@@ -6,6 +6,8 @@ never from the lake.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 
 from dashboard.state import PAGES
 from meshlens.timewin import iso
-from tests.dashboard_support import run_page
+from tests.dashboard_support import pending, run_page, run_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +56,7 @@ def frames(at: Any) -> list[pl.DataFrame]:
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders(day: Any, page: str) -> None:
     _, _, params = day
-    at = run_page(page, service="PaymentService", **params)
+    at = run_until_ready(page, service="PaymentService", **params)
     assert_clean(at)
     assert at.session_state["page"] == page
 
@@ -171,7 +173,7 @@ def test_security_page_shows_the_policy_violation_and_denials(day: Any) -> None:
 def test_canary_page_judges_the_planted_canary(day: Any) -> None:
     _, truth, params = day
     planted = truth.event("canary_regression")
-    at = run_page("Canary", **params)
+    at = run_until_ready("Canary", **params)
     assert_clean(at)
     listed = frames(at)[0]
     row = listed.filter((pl.col("service") == planted["service"]) & (pl.col("env") == planted["env"]))
@@ -186,7 +188,7 @@ def test_anomalies_page_finds_the_outage(day: Any) -> None:
     _, truth, params = day
     outage = truth.event("outage")
     start, end = (datetime.fromisoformat(outage[k].replace("Z", "+00:00")) for k in ("start", "end"))
-    at = run_page("Anomalies", **params)
+    at = run_until_ready("Anomalies", **params)
     assert_clean(at)
     incidents = next(f for f in frames(at) if "reason" in f.columns)
     overlapping = incidents.filter((pl.col("start") < end) & (pl.col("end") > start)
@@ -229,3 +231,66 @@ def test_reports_page_builds_the_report(day: Any) -> None:
     text = "\n".join(m.value for m in at.markdown)
     assert "## Incidents" in text and outage["service"] in text
     assert "OrdersReporting" in text  # the policy violation
+
+
+def test_overview_shows_the_outage_and_the_canary_once_ready(day: Any) -> None:
+    _, truth, params = day
+    outage, canary = truth.event("outage"), truth.event("canary_regression")
+    start, end = (datetime.fromisoformat(outage[k].replace("Z", "+00:00")) for k in ("start", "end"))
+    at = run_until_ready("Overview", **params)
+    assert_clean(at)
+    incidents = next(f for f in frames(at) if "reason" in f.columns)
+    assert incidents.filter((pl.col("start") < end) & (pl.col("end") > start)
+                            & pl.col("services").str.contains(outage["service"])).height >= 1
+    canaries = next(f for f in frames(at) if "verdict" in f.columns)
+    row = canaries.filter((pl.col("service") == canary["service"]) & (pl.col("env") == canary["env"]))
+    assert row["canary"].to_list() == [canary["version"]]
+    assert row["verdict"][0] in ("rollback", "continue")
+
+
+def test_slow_analysis_shows_a_placeholder_then_its_result(day: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import analytics.anomalies
+
+    _, truth, _ = day
+    outage = truth.event("outage")
+    real, release = analytics.anomalies.detect, threading.Event()
+
+    def slow_detect(*args: Any, **kwargs: Any) -> Any:
+        release.wait(120)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analytics.anomalies, "detect", slow_detect)
+    # An env filter no other test asks for on this page, so the job is new (the outage is in prod).
+    _, _, day_params = day
+    params = {**day_params, "env": outage.get("env") or "prod"}
+    started = time.perf_counter()
+    at = run_page("Anomalies", **params)
+    first = time.perf_counter() - started
+    assert_clean(at)
+    assert pending(at) and "Finding incidents in 24 h of traffic" in pending(at)[0], [i.value for i in at.info]
+    assert not [f for f in frames(at) if "reason" in f.columns]
+    assert first < 60, f"the first render waited for the analysis ({first:.1f} s)"
+    at.run()
+    assert pending(at), "still running while the analysis is held"
+    release.set()
+    deadline = time.monotonic() + 300
+    while pending(at) and time.monotonic() < deadline:
+        time.sleep(0.3)
+        at.run()
+    assert_clean(at)
+    incidents = next(f for f in frames(at) if "reason" in f.columns)
+    assert incidents["services"].str.contains(outage["service"]).any()
+
+
+def test_failed_analysis_is_one_line(day: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import analytics.canary
+
+    _, _, params = day
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("judge exploded\nsecond line of detail")
+
+    monkeypatch.setattr(analytics.canary, "judge", broken)
+    at = run_until_ready("Canary", **{**params, "since": "2026-11-10T05:00:00Z"})
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Canary judge failed: judge exploded"]

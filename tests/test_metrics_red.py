@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from hypothesis import given, settings as hsettings
 from hypothesis import strategies as st
 
 from analytics import red, rollup
+from analytics.sketch import LatencySketch
 from meshlens import catalog
 from meshlens.errors import ConfigError, UnknownNameError
 from meshlens.lake import Lake
@@ -192,8 +194,90 @@ def test_tiles_cover_the_window_exactly_once(a: int, b: int, bucket: str | None)
         step = rollup.GRAIN_SECONDS[level.grain]
         assert lo < hi and lo.timestamp() % step == 0 and hi.timestamp() % step == 0
         assert bucket is None or red.BUCKETS[bucket] % step == 0
-        assert level.name.startswith("edges_")
+        assert level.name.startswith("services_")
     assert len(tiles) <= 5
+    edges = red.tile_window(window=window, needed={"caller", "service"}, bucket=bucket)
+    assert [(lo, hi) for _, lo, hi in edges] == [(lo, hi) for _, lo, hi in tiles]
+    assert all(level.name.startswith("edges_") for level, _, _ in edges)
+    plans = red.tile_plans(window=window, needed={"env"}, bucket=bucket)
+    assert [p[0][0].name.split("_")[0] for p in plans] == ["services", "edges", "requests"]
     assert red.tile_window(window=window, needed={"route"}, bucket=bucket)[0][0].name.startswith("requests_")
     assert red.tile_window(window=window, needed={"caller_principal"}, bucket=bucket) == []
     assert np.all([t[0].grain in ("minute", "hour", "day") for t in tiles])
+
+
+@pytest.mark.parametrize("env", [None, "prod"])
+def test_one_day_and_one_hour_per_service_from_the_services_rollup(conn, lake_rows, env: str | None) -> None:  # type: ignore[no-untyped-def]
+    # one services_* tile per bucket: rows are read unsummed and merged in numpy; without an env
+    # filter every service's prod and staging sketches merge (out of order), with one they do not
+    _, frame = lake_rows
+    rows = frame if env is None else frame.filter(pl.col("env") == env)
+    for window in (Window(DAY1, DAY1 + timedelta(days=1)), Window(DAY1 + timedelta(hours=5), DAY1 + timedelta(hours=6))):
+        assert red.tile_window(window=window, needed={"service"}, bucket=None)[0][0].name.startswith("services_")
+        result = red.red(conn, window=window, by=["service"], env=env, settings=SKETCH)
+        assert set(result["percentile_source"]) == {"sketch"}
+        assert sorted(result["service"]) == sorted(_in(rows, window)["service"].unique())
+        for row in result.iter_rows(named=True):
+            _check_row(row, _in(rows, window).filter(pl.col("service") == row["service"]),
+                       seconds=window.seconds, exact=False)
+
+
+def test_minute_series_percentiles_from_the_services_rollup(conn, lake_rows) -> None:  # type: ignore[no-untyped-def]
+    _, frame = lake_rows
+    window = Window(DAY1 + timedelta(hours=2), DAY1 + timedelta(hours=4))
+    series = red.minute_series(conn, window=window, service="PaymentService", settings=SKETCH)
+    rows = _in(frame, window).filter(pl.col("service") == "PaymentService").with_columns(
+        pl.col("ts").dt.truncate("1m").alias("minute"))
+    assert series.height == rows["minute"].n_unique() and series["minute"].is_sorted()
+    for row in series.iter_rows(named=True):
+        durations = rows.filter(pl.col("minute") == row["minute"])["duration_ms"].drop_nulls().to_numpy()
+        assert row["n"] == durations.size
+        for col, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
+            truth = nearest_rank(durations, q)
+            if truth is None:
+                assert row[col] is None
+            else:
+                assert abs(row[col] - truth) <= 0.01 * truth * (1 + 1e-9), col
+
+
+def test_a_family_never_built_hands_over_to_the_next(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake")
+    frame = metrics_lake.build(lake, rows=800)
+    rollup.rebuild(lake)
+    window = Window(DAY1, DAY1 + timedelta(days=1))
+    before = red.red(catalog.connect(lake), window=window, by=["service"], settings=SKETCH)
+    for name in ("services_1m", "services_1h", "services_1d"):
+        shutil.rmtree(lake.table_dir(f"rollups/{name}"))
+    after = red.red(catalog.connect(lake), window=window, by=["service"], settings=SKETCH)
+    assert set(after["percentile_source"]) == {"sketch"}
+    exact_cols = ["service", "requests", "errors_5xx", "client_errors_4xx", "n", "bytes_in", "bytes_out",
+                  "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms"]
+    assert after.select(exact_cols).equals(before.select(exact_cols))
+    assert np.allclose(after["mean_ms"].to_numpy(), before["mean_ms"].to_numpy())  # float sums, other order
+    assert after["requests"].sum() == _in(frame, window).height
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), groups=st.integers(1, 6), size=st.integers(1, 400))
+def test_merge_sketches_equals_merging_each_groups_sketch(seed: int, groups: int, size: int) -> None:
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(-5, 40, size=size).astype(np.int16)
+    counts = rng.integers(0, 5, size=size)
+    rows = pl.DataFrame({
+        "g": rng.integers(0, groups, size=size), "k": keys, "r": counts + 1, "e5": counts, "e4": counts,
+        "bi": counts, "bo": counts, "c": counts, "ds": counts * 1.5, "dm": rng.random(size) * 100,
+    }).with_columns(pl.when(pl.col("k") == -5).then(None).otherwise(pl.col("k")).alias("k"),
+                    pl.when(pl.col("k") == -5).then(0).otherwise(pl.col("c")).alias("c"))
+    merged = red.merge_sketches(rows, group=["g"])
+    assert sorted(merged["g"].to_list()) == sorted(rows["g"].unique().to_list())  # one row per group
+    for row in merged.iter_rows(named=True):
+        part = rows.filter(pl.col("g") == row["g"]).drop_nulls("k")
+        whole = rollup_sketch(part["k"].to_list(), part["c"].to_list())
+        assert row["n"] == whole.count and row["requests"] == rows.filter(pl.col("g") == row["g"])["r"].sum()
+        for col, q in QUANTILES.items():
+            assert row[col] == whole.quantile(q), col
+
+
+def rollup_sketch(keys: list[int], counts: list[int]) -> LatencySketch:
+    """The sketch that rollup rows (bucket key, count) stand for."""
+    return LatencySketch.from_lists(keys, counts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,33 @@ def test_cli_json_and_table(lake) -> None:
 def test_cli_unknown_name_exits_1(lake) -> None:
     code, out, err = _run(lake, "who calls KafkaBroker?", "--json")
     assert code == 1 and json.loads(out)["error"].startswith("no service named KafkaBroker")
+
+
+def test_principals_come_from_the_identity_rollup_or_raw_rows_when_it_is_missing(tmp_path: Path) -> None:
+    """A lake rolled up before the principal rollup existed still answers from raw rows."""
+    import shutil
+
+    import pyarrow as pa
+
+    from analytics import rollup
+    from meshlens import schema
+    from meshlens.lake import Lake
+    from tests.nlq_support import DAY
+
+    lake = Lake(tmp_path / "lake")
+    principals = ["arn:aws:iam::1:role/checkout"] * 3 + ["arn:aws:iam::1:role/orders"] * 2 + ["arn:aws:iam::1:role/cart"]
+    table = pa.table({
+        "ts": pa.array([DAY + timedelta(hours=9, minutes=i) for i in range(6)], schema.TS),
+        "caller": ["CheckoutService"] * 3 + ["OrderService"] * 2 + ["CartService"],
+        "service": ["PaymentService"] * 5 + ["InventoryService"], "env": ["prod"] * 6,
+        "status": pa.array([200] * 6, pa.int32()), "duration_ms": [10.0] * 6, "caller_principal": principals,
+    })
+    lake.write_partitioned("requests", schema.conform(table, schema.REQUESTS), ts_column="ts", stem="p")
+    rollup.rebuild(lake)
+    expected = [["arn:aws:iam::1:role/checkout", "CheckoutService", 3], ["arn:aws:iam::1:role/orders", "OrderService", 2]]
+    answer = ask(catalog.connect(lake), "which principals called PaymentService", now=NOW)
+    assert "identity_" in answer.sql and [r[:3] for r in answer.rows] == expected
+    shutil.rmtree(lake.table_dir("rollups/identity_1m"))
+    shutil.rmtree(lake.table_dir("rollups/identity_1h"))
+    answer = ask(catalog.connect(lake), "which principals called PaymentService", now=NOW)
+    assert "identity_" not in answer.sql and [r[:3] for r in answer.rows] == expected

@@ -5,15 +5,17 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data, widgets
+from dashboard import charts, data, jobs, widgets
 from dashboard.state import Ctx
 
 
 def render(ctx: Ctx) -> None:
     """Draw the page."""
     st.header("Anomalies")
-    with st.spinner("Scoring every service and edge, minute by minute..."):
-        frame = data.incidents(ctx.data, ctx.start, ctx.end, env=ctx.env)
+    frame = jobs.result_or_placeholder("incidents", ctx, key="anomalies", what="Anomaly detection")
+    if frame is jobs.PENDING:
+        st.caption("Every service and edge is scored minute by minute; the page fills in when done.")
+        return
     if ctx.service and st.toggle(f"Only incidents involving {ctx.service}", key="anomaly_only"):
         frame = frame.filter(pl.col("services").str.contains(ctx.service, literal=True))
     if frame.height == 0:

@@ -7,7 +7,7 @@ from typing import Any
 import polars as pl
 import streamlit as st
 
-from dashboard import charts, data, widgets
+from dashboard import charts, data, jobs, widgets
 from dashboard.state import Ctx
 from dashboard.views.overview import bucket_for
 
@@ -17,12 +17,13 @@ VERDICT_COLOR = {"rollback": "red", "promote": "green", "continue": "blue"}
 def render(ctx: Ctx) -> None:
     """Draw the page."""
     st.header("Canary")
-    verdicts = data.canary_verdicts(ctx.data, ctx.start, ctx.end, env=ctx.env)
+    verdicts = jobs.result_or_placeholder("canaries", ctx, key="canary_list", what="Canary judge")
+    if verdicts is jobs.PENDING:
+        return
     if not verdicts:
         st.info("No service has two versions taking traffic at the same time in this window.")
         return
-    widgets.table(data.canaries(ctx.data, ctx.start, ctx.end, env=ctx.env),
-                  columns=data.CANARY_COLUMNS, key="canary_list")
+    widgets.table(data.canary_frame(verdicts), columns=data.CANARY_COLUMNS, key="canary_list")
     labels = [_label(v) for v in verdicts]
     default = next((i for i, v in enumerate(verdicts) if v["service"] == ctx.service), 0)
     chosen = st.selectbox("Canary", range(len(verdicts)), index=default, format_func=labels.__getitem__,

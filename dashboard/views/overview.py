@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard import charts, data, widgets
+from dashboard import charts, data, jobs, widgets
 from dashboard.state import Ctx
 
 RED_TABLE = ("requests", "errors_5xx", "error_ratio", "client_errors_4xx", "p99_ms")
+COUNT_TABLE = ("requests", "errors_5xx", "error_ratio", "client_errors_4xx")
+"""Edges without p99: per-edge latency (a sketch merge over every edge) is on the Service graph."""
 
 
 def render(ctx: Ctx) -> None:
@@ -15,7 +17,7 @@ def render(ctx: Ctx) -> None:
     st.header("Overview")
     total = data.red(ctx.data, ctx.start, ctx.end, env=ctx.env)
     widgets.red_metrics(widgets.first_row(total))
-    series = data.red(ctx.data, ctx.start, ctx.end, env=ctx.env, bucket=bucket_for(ctx))
+    series = data.counts(ctx.data, ctx.start, ctx.end, env=ctx.env, bucket=bucket_for(ctx))
     if series.height:
         left, right = st.columns(2)
         left.plotly_chart(charts.timeseries(series, y="requests", title="Requests"), key="ov_req")
@@ -40,9 +42,10 @@ def _worst(ctx: Ctx) -> None:
                       key="ov_services")
     with right:
         st.subheader("Top failing edges")
-        edges = data.red(ctx.data, ctx.start, ctx.end, by=("caller", "service"), env=ctx.env)
-        widgets.table(widgets.top(edges, "errors_5xx"), columns=("caller", "service", *RED_TABLE),
+        edges = data.counts(ctx.data, ctx.start, ctx.end, by=("caller", "service"), env=ctx.env)
+        widgets.table(widgets.top(edges, "errors_5xx"), columns=("caller", "service", *COUNT_TABLE),
                       key="ov_edges")
+        st.caption("Latency per edge: Service graph page.")
 
 
 def _incidents_and_canaries(ctx: Ctx) -> None:
@@ -55,18 +58,16 @@ def _incidents_and_canaries(ctx: Ctx) -> None:
         _canaries(ctx)
 
 
-@st.fragment(parallel=True)
 def _incidents(ctx: Ctx) -> None:
-    """Anomaly detection is the slowest call: it runs beside the page, not before it."""
-    with widgets.optional("Anomaly detection"), st.spinner("Looking for anomalies..."):
-        frame = data.incidents(ctx.data, ctx.start, ctx.end, env=ctx.env)
+    """Anomaly detection is the slowest call: it runs in the background (dashboard.jobs)."""
+    frame = jobs.result_or_placeholder("incidents", ctx, key="ov_incidents", what="Anomaly detection")
+    if frame is not jobs.PENDING:
         widgets.table(frame, columns=data.INCIDENT_COLUMNS, key="ov_incidents",
                       empty="No incident in this window.")
 
 
-@st.fragment(parallel=True)
 def _canaries(ctx: Ctx) -> None:
-    with widgets.optional("Canary judge"), st.spinner("Judging canaries..."):
-        frame = data.canaries(ctx.data, ctx.start, ctx.end, env=ctx.env)
-        widgets.table(frame, columns=data.CANARY_COLUMNS, key="ov_canaries",
+    verdicts = jobs.result_or_placeholder("canaries", ctx, key="ov_canaries", what="Canary judge")
+    if verdicts is not jobs.PENDING:
+        widgets.table(data.canary_frame(verdicts), columns=data.CANARY_COLUMNS, key="ov_canaries",
                       empty="No service has two versions taking traffic.")

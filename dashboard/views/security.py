@@ -1,7 +1,8 @@
-"""Security: policy violations, denied requests, unauthenticated calls and TLS versions.
+"""Security: policy violations, denied requests, unauthenticated calls, TLS versions, principals.
 
-Some of these read raw rows, so each section runs in a parallel fragment: the page appears at
-once and each table fills in when its answer arrives.
+Every section reads the identity rollup (raw rows only when it does not cover the window); each
+still runs in a parallel fragment, so that a window the rollup cannot answer does not hold up
+the page: each table fills in when its answer arrives.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def render(ctx: Ctx) -> None:
         _unauthenticated(ctx)
     st.subheader("TLS versions")
     _tls(ctx)
+    st.subheader(f"Principals calling {ctx.service}" if ctx.service else "Principals")
+    _principals(ctx)
 
 
 @st.fragment(parallel=True)
@@ -52,3 +55,9 @@ def _unauthenticated(ctx: Ctx) -> None:
 @st.fragment(parallel=True)
 def _tls(ctx: Ctx) -> None:
     widgets.table(data.tls_versions(ctx.data, ctx.start, ctx.end, env=ctx.env), key="sec_tls")
+
+
+@st.fragment(parallel=True)
+def _principals(ctx: Ctx) -> None:
+    widgets.table(data.principals(ctx.data, ctx.service, ctx.start, ctx.end, env=ctx.env),
+                  key="sec_principals", empty="No request in this window.")
