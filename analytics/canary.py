@@ -461,21 +461,9 @@ def _latency_summary_rollup(conn: duckdb.DuckDBPyConnection, *, window: Window, 
         SELECT scope, version, k, sum(n)::BIGINT AS n, sum(e)::BIGINT AS e, sum(c)::BIGINT AS c
         FROM (SELECT '' AS scope, version, k, n, e, c FROM base UNION ALL SELECT * FROM base) GROUP BY ALL
     """
-    buckets = conn.sql(sql, params=[*params, baseline, canary]).pl()
-    group = ["scope", "version"]
-    keys = buckets.filter(pl.col("k").is_not_null()).sort([*group, "k"]).with_columns(
-        pl.col("c").cum_sum().over(group).alias("cum"), pl.col("c").sum().over(group).alias("tot"))
-    quant = keys.group_by(group).agg(*[pl.col("k").filter(pl.col("cum") >= _rank_expr(q)).min().alias(name)
-                                       for name, q in (("k50", 0.5), ("k99", 0.99))])
-    base_k = quant.filter(pl.col("version") == baseline).select("scope", pl.col("k99").alias("base_k"))
-    slower = buckets.join(base_k, on="scope", how="left").group_by(group).agg(
-        pl.col("n").sum().alias("requests"), pl.col("e").sum().alias("errors_5xx"),
-        pl.col("c").filter(pl.col("k") > pl.col("base_k")).sum().alias("_slow"))
-    out = slower.join(quant, on=group, how="left")
-    return out.select(
-        *group, "requests", "errors_5xx", _key_value(pl.col("k50")).alias("p50_ms"),
-        _key_value(pl.col("k99")).alias("p99_ms"),
-        (pl.col("_slow") / pl.col("requests")).cast(pl.Float64).alias("slower_than_baseline_p99"))
+    buckets = conn.sql(sql, params=[*params, baseline, canary]).pl().with_columns(
+        pl.lit(0).alias("pair"), (pl.col("version") == baseline).alias("is_base"))
+    return _summarize_buckets(buckets).drop("pair")
 
 
 def _rank_expr(q: float) -> pl.Expr:

@@ -16,6 +16,17 @@ from meshlens.lake import Lake
 
 START = datetime(2026, 11, 10, tzinfo=timezone.utc)
 DATES = ("2026-11-10", "2026-11-11")
+POLICY_TOML = """
+[[allow]]
+service = "PaymentService"
+env = "prod"
+callers = ["CheckoutService", "OrderService"]
+
+[[allow]]
+service = "CartService"
+callers = ["OrderService"]
+"""
+"""An allowed-caller policy that some of the lake's callers break."""
 
 
 def build(lake: Lake, *, rows: int = 6000, seed: int = 5) -> pl.DataFrame:

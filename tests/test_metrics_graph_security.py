@@ -21,16 +21,7 @@ from tests import metrics_lake
 
 DAY1 = datetime(2026, 11, 10, tzinfo=timezone.utc)
 WINDOW = Window(DAY1, DAY1 + timedelta(days=2))
-POLICY = """
-[[allow]]
-service = "PaymentService"
-env = "prod"
-callers = ["CheckoutService", "OrderService"]
-
-[[allow]]
-service = "CartService"
-callers = ["OrderService"]
-"""
+POLICY = metrics_lake.POLICY_TOML
 
 
 @pytest.fixture(scope="module")

@@ -30,16 +30,7 @@ WINDOWS = {
     "ragged, across midnight": Window(DAY1 + timedelta(hours=21, minutes=13), DAY1 + timedelta(hours=26, minutes=47)),
     "inside one hour": Window(DAY1 + timedelta(hours=5, minutes=2), DAY1 + timedelta(hours=5, minutes=31)),
 }
-POLICY = parse_policy("""
-[[allow]]
-service = "PaymentService"
-env = "prod"
-callers = ["CheckoutService", "OrderService"]
-
-[[allow]]
-service = "CartService"
-callers = ["OrderService"]
-""")
+POLICY = parse_policy(metrics_lake.POLICY_TOML)
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@
 The command replays what an earlier run left in the spool, prints one line with the address
 it listens on (``meshlens serve: listening on http://HOST:PORT/v1/traces``; with ``--port 0``
 the port is chosen free), and serves until SIGTERM or Ctrl-C, which publish everything pending
-before exiting 0. After each published batch it calls the metrics hook
-``analytics.rollup.update_spans(lake, dates=...)`` when analytics provides one; the receiver
-itself knows nothing of analytics.
+before exiting 0. Spans have no rollups: readers take them from the ``spans`` table directly.
 """
 
 from __future__ import annotations
@@ -33,7 +31,7 @@ def serve(data: str | None, host: str | None, port: int | None, token: str | Non
 
     settings = load_settings(data, receiver_host=host, receiver_port=port, receiver_token=token)
     lake = Lake(settings["data"])
-    receiver = Receiver(lake, config=ReceiverConfig.from_settings(settings), on_publish=_rollup_hook(lake),
+    receiver = Receiver(lake, config=ReceiverConfig.from_settings(settings),
                         workers=min(2, os.cpu_count() or 1))
     try:
         server = make_server(receiver, host=settings["receiver_host"], port=int(settings["receiver_port"]))
@@ -62,18 +60,6 @@ def _stop_on_signals(server: Any) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-
-
-def _rollup_hook(lake: Lake) -> Any:
-    """analytics.rollup.update_spans bound to the lake, when the metrics side provides it."""
-    try:
-        from analytics import rollup
-    except ImportError:
-        return None
-    update = getattr(rollup, "update_spans", None)
-    if update is None:
-        return None
-    return lambda dates: update(lake, dates=dates)
 
 
 COMMANDS = [serve]
