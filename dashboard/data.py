@@ -103,11 +103,9 @@ def call(data: str, module: str, name: str, *args: Any, **kwargs: Any) -> Any:
 def call_on(conn: _Shared, module: str, name: str, *args: Any, **kwargs: Any) -> Any:
     """``call`` on a connection already opened (background threads: no Streamlit calls)."""
     fn = function(module, name)
-    cursor = conn.conn.cursor()
+    cursor = catalog.cursor(conn.conn)
     started = time.perf_counter()
     try:
-        # A cursor shares the views but not the session settings that catalog.connect made.
-        cursor.execute("SET TimeZone = 'UTC'")
         return fn(cursor, *args, **kwargs)
     finally:
         cursor.close()

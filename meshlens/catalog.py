@@ -103,6 +103,19 @@ def connect(lake: Lake, *, threads: int | None = None) -> duckdb.DuckDBPyConnect
     return conn
 
 
+def cursor(conn: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """A cursor of ``conn`` for one thread: the same views, UTC, and the same lake in ``LAKES``.
+
+    A cursor shares the views but not the session settings that ``connect`` made, and it is a
+    different object, so readers that look the lake up (analytics.fastpath) must find it too.
+    """
+    cur = conn.cursor()
+    cur.execute("SET TimeZone = 'UTC'")
+    if conn in LAKES:
+        LAKES[cur] = LAKES[conn]
+    return cur
+
+
 def register_views(conn: duckdb.DuckDBPyConnection, lake: Lake) -> None:
     """(Re)create the views; call again to see partitions published since."""
     LAKES[conn] = lake

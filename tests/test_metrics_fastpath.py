@@ -179,3 +179,12 @@ def test_rebuild_drops_cells_of_dates_without_requests(two_days, tmp_path) -> No
 
 def _us(moment: datetime) -> int:
     return int(moment.timestamp()) * 1_000_000
+
+
+def test_a_catalog_cursor_finds_the_lake_for_the_fast_path(scenario) -> None:
+    """The dashboard queries through cursors: they must find the lake (and so the cells) too."""
+    lake, _ = scenario
+    conn = catalog.connect(lake)
+    cur = catalog.cursor(conn)
+    assert fastpath.lake_of(cur) is lake
+    assert cur.execute("SELECT current_setting('TimeZone')").fetchone() == ("UTC",)
