@@ -13,11 +13,11 @@ PIP := $(BIN)/pip install -q --no-compile --disable-pip-version-check
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml setup.py ingest/_otlpscan.c | $(BIN)/python
 	$(PIP) -e .
 	touch $@
 
-$(TESTSTAMP): pyproject.toml | $(BIN)/python
+$(TESTSTAMP): pyproject.toml setup.py ingest/_otlpscan.c | $(BIN)/python
 	$(PIP) -e '.[test]'
 	bash .ci/install-browser
 	touch $@ $(STAMP)

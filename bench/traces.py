@@ -8,14 +8,16 @@
      Arrow table of the span fields (ids, name, kind, times, status, service) - no attribute
      work, no Parquet;
    - ``ingest.otlp.ingest_span_file``: detection, decoding every attribute, semantic
-     conventions, route templating, the whole ``spans`` schema, Parquet, manifest.
+     conventions, route templating, the whole ``spans`` schema, Parquet, manifest - with the
+     compiled wire scanner (``ingest/_otlpscan.c``) and, in the same rounds, with the numpy
+     scanner forced (what runs when the extension is not built).
    Target: ingest at least 0.5x the floor's spans/s.
 2. **Receiver.** ``meshlens serve`` as a subprocess; concurrent senders POST pre-encoded
    512-span requests over keep-alive connections. Reported: sustained spans/s acknowledged
    (until every span is published), p50/p99 acknowledgement latency, the server's peak RSS and
    its RSS at each quarter of the run (flat memory). Target: 50,000 spans/s on 2 cores.
 
-Run: ``.venv/bin/python -m bench.traces [--spans N] [--seconds S] [--senders K]``.
+Run: ``.venv/bin/python -m bench.traces [--part files|receiver|all] [--spans N] [--seconds S] [--senders K]``.
 """
 
 from __future__ import annotations
@@ -170,6 +172,8 @@ def bench_files(paths: list[Path], lake_root: Path, *, rounds: int = 3) -> dict[
         "floor": lambda _: [floor_table(b) for b in blobs],
         "floor_attrs": lambda _: [floor_table(b, attributes=True) for b in blobs],
         "ingest": lambda r: _ingest_all(ingest_span_file, Lake(lake_root / f"round-{r}"), paths, spans),
+        "ingest_numpy": lambda r: _numpy_scanner(
+            lambda: _ingest_all(ingest_span_file, Lake(lake_root / f"numpy-{r}"), paths, spans)),
     }
     best: dict[str, tuple[float, float]] = {}
     for r in range(rounds):
@@ -178,11 +182,22 @@ def bench_files(paths: list[Path], lake_root: Path, *, rounds: int = 3) -> dict[
             run(r)
             took = (time.process_time() - cpu, time.perf_counter() - wall)
             best[label] = min(best.get(label, took), took)
-    result: dict[str, float] = {"spans": spans, "rounds": rounds}
+    result: dict[str, float] = {"spans": spans, "rounds": rounds, "load": os.getloadavg()[0]}
     for label, (cpu, wall) in best.items():
         result[f"{label}_rate"] = spans / cpu
         result[f"{label}_wall_rate"] = spans / wall
     return result
+
+
+def _numpy_scanner(run: Any) -> None:
+    """Run with the compiled wire scanner switched off (the pure numpy path)."""
+    from ingest import otlp_columnar
+
+    compiled, otlp_columnar.COMPILED = otlp_columnar.COMPILED, None
+    try:
+        run()
+    finally:
+        otlp_columnar.COMPILED = compiled
 
 
 def _ingest_all(ingest: Any, lake: Any, paths: list[Path], spans: int) -> None:
@@ -292,7 +307,7 @@ def bench_receiver(data: Path, *, seconds: float, senders: int) -> dict[str, Any
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else 0.0,
         "peak_rss_mib": max(rss_samples, default=0) / 1024,
         "rss_quarters_mib": "/".join(f"{q / 1024:.0f}" for q in quarters),
-        "seconds": sent_s, "drain_seconds": drained_s - sent_s,
+        "seconds": sent_s, "drain_seconds": drained_s - sent_s, "load": os.getloadavg()[0],
     }
 
 
@@ -341,27 +356,57 @@ def _count_spans(data: Path) -> int:
 
 # -- report ----------------------------------------------------------------------------------------
 
-def report(files: dict[str, float], receiver: dict[str, Any], *, senders: int) -> str:
-    """The Markdown table of results."""
-    strict = files["ingest_rate"] / files["floor_rate"]
-    fair = files["ingest_rate"] / files["floor_attrs_rate"]
+def report(files: dict[str, float] | None, receiver: dict[str, Any] | None, *, senders: int) -> str:
+    """The Markdown table of results (of the parts that ran)."""
+    from ingest import otlp_columnar
+
     load = os.getloadavg()[0]
+    scanner = "compiled (ingest/_otlpscan.c)" if otlp_columnar.COMPILED is not None else "numpy (extension not built)"
     lines = [
         "### traces",
         "",
         f"cores: {os.cpu_count()}; load average at the end {load:.1f}; python {sys.version.split()[0]}; "
-        f"protobuf backend {_protobuf_backend()}; {files['spans']:,.0f} spans in files of {20 * BATCH} spans, "
-        f"9 attributes per span. File rates are spans per CPU-second of the benchmark process, best of "
-        f"{files['rounds']:.0f} interleaved rounds (wall-clock rates in brackets: other processes share the 2 cores).",
-        "",
-        "| measure | value | target |",
-        "|---|---|---|",
+        f"protobuf backend {_protobuf_backend()}; wire scanner {scanner}.",
+    ]
+    if files:
+        lines += [
+            f"{files['spans']:,.0f} spans in files of {20 * BATCH} spans, 9 attributes per span. File rates are "
+            f"spans per CPU-second of the benchmark process, best of {files['rounds']:.0f} interleaved rounds "
+            f"(wall-clock rates in brackets: other processes share the 2 cores); load average "
+            f"{files['load']:.1f} when the file rounds ended.",
+        ]
+    lines += ["", "| measure | value | target |", "|---|---|---|"]
+    if files:
+        lines += _file_rows(files)
+    if receiver:
+        lines += _receiver_rows(receiver, senders=senders)
+    return "\n".join(lines) + "\n"
+
+
+def _file_rows(files: dict[str, float]) -> list[str]:
+    rows = [
         f"| floor A: FromString + Arrow table of the plain span fields | {_rate(files, 'floor')} | |",
         f"| floor B: floor A + attributes as JSON, the obvious way | {_rate(files, 'floor_attrs')} | |",
         f"| `ingest_span_file`: framed protobuf files -> full `spans` schema, routes, Parquet, manifest | "
         f"{_rate(files, 'ingest')} | |",
-        f"| ingest / floor B (same table content) | {fair:.2f}x | >= 0.5x {'OK' if fair >= 0.5 else 'MISSED'} |",
-        f"| ingest / floor A (no attribute work in the floor) | {strict:.2f}x | >= 0.5x {'OK' if strict >= 0.5 else 'MISSED'} |",
+        f"| the same with the numpy wire scanner forced (no C extension), same rounds | "
+        f"{_rate(files, 'ingest_numpy')} | |",
+    ]
+    for label, key in (("ingest", "ingest"), ("ingest, numpy scanner", "ingest_numpy")):
+        fair = files[f"{key}_rate"] / files["floor_attrs_rate"]
+        strict = files[f"{key}_rate"] / files["floor_rate"]
+        rows += [
+            f"| {label} / floor B (same table content) | {fair:.2f}x | >= 0.5x {'OK' if fair >= 0.5 else 'MISSED'} |",
+            f"| {label} / floor A (no attribute work in the floor) | {strict:.2f}x | "
+            f">= 0.5x {'OK' if strict >= 0.5 else 'MISSED'} |",
+        ]
+    rows.append(f"| compiled vs numpy scanner, whole ingest (same rounds) | "
+                f"{files['ingest_rate'] / files['ingest_numpy_rate']:.2f}x | |")
+    return rows
+
+
+def _receiver_rows(receiver: dict[str, Any], *, senders: int) -> list[str]:
+    return [
         f"| receiver acknowledged ({senders} senders, {BATCH}-span protobuf requests) | {receiver['ack_rate']:,.0f} spans/s | |",
         f"| receiver sustained (acked and published, incl. final flush) | {receiver['sustained_rate']:,.0f} spans/s | "
         f">= 50,000 {'OK' if receiver['sustained_rate'] >= 50_000 else 'MISSED'} |",
@@ -374,8 +419,8 @@ def report(files: dict[str, float], receiver: dict[str, Any], *, senders: int) -
         f"| receiver peak RSS (server + worker processes, sampled every 0.25 s) | {receiver['peak_rss_mib']:.0f} MiB | flat |",
         f"| receiver RSS at 25/50/75/99% of the run | {receiver['rss_quarters_mib']} MiB | flat |",
         f"| spans acked / stored in the lake | {receiver['acked']:,.0f} / {receiver['stored']:,.0f} | equal |",
+        f"| load average when the receiver run ended | {receiver['load']:.1f} | |",
     ]
-    return "\n".join(lines) + "\n"
 
 
 def _rate(files: dict[str, float], label: str) -> str:
@@ -392,15 +437,21 @@ def _protobuf_backend() -> str:
 def main(argv: list[str] | None = None) -> None:
     """Run both benchmarks, print the table, write bench/results/traces.md."""
     parser = argparse.ArgumentParser(description="traces benchmark")
+    parser.add_argument("--part", choices=("files", "receiver", "all"), default="all",
+                        help="run the file benchmark, the receiver benchmark, or both")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the file benchmark")
     parser.add_argument("--spans", type=int, default=204_800, help="spans in the protobuf files")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long the senders post")
     parser.add_argument("--senders", type=int, default=4, help="concurrent senders")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="meshlens-bench-traces-"))
     try:
-        paths = write_files(work / "files", spans=args.spans)
-        files = bench_files(paths, work / "lake-files")
-        receiver = bench_receiver(work / "lake-serve", seconds=args.seconds, senders=args.senders)
+        files = receiver = None
+        if args.part in ("files", "all"):
+            paths = write_files(work / "files", spans=args.spans)
+            files = bench_files(paths, work / "lake-files", rounds=args.rounds)
+        if args.part in ("receiver", "all"):
+            receiver = bench_receiver(work / "lake-serve", seconds=args.seconds, senders=args.senders)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     table = report(files, receiver, senders=args.senders)

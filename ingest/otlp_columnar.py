@@ -2,14 +2,16 @@
 
 Reading spans through the protobuf classes costs a Python object per field per span, which
 is most of the time of taking traces in. This module decodes the spans of many requests at
-once instead: upb parses only the outer levels (requests, resources, scopes) with ``spans``
-declared as ``repeated bytes``; the span bytes of every request are joined into one buffer
-and their fields are read by a protobuf wire scanner vectorised with numpy (one step per
-field position, over all spans at once). Attribute ``KeyValue`` encodings are
-dictionary-encoded with Arrow, so each distinct attribute is decoded once (through
-``otlp_wire.AttributeCache``); the semantic-convention columns and the attributes JSON are
-then gathered per span with array operations, with the exact rules of ``otlp_common.derive``
-and ``AttributeCache.json``.
+once instead, with a protobuf wire scanner over one buffer: ``ingest/_otlpscan.c`` when it
+was built (``setup.py``; it walks the outer levels too, so no Python object is made per
+span, and reads the frames of a Collector file in place), else the same scanner vectorised
+with numpy (upb parses the outer levels with ``spans`` declared as ``repeated bytes``, the
+span bytes are joined, and the scanner takes one step per field position over all spans at
+once). Both fill the same arrays; tests compare them with each other and with the
+reference. Attribute ``KeyValue`` encodings are dictionary-encoded with Arrow, so each
+distinct attribute is decoded once (through ``otlp_wire.AttributeCache``); the
+semantic-convention columns and the attributes JSON are then gathered per span with array
+operations, with the exact rules of ``otlp_common.derive`` and ``AttributeCache.json``.
 
 Anything unusual - a scanner surprise (groups, a repeated singular field, a truncated
 field), an invalid span, an undecodable attribute, bad UTF-8 - sends the whole message back
@@ -19,6 +21,7 @@ exactly those of that reader. Spans with events (rare) read their exception thro
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +32,17 @@ from google.protobuf.message import DecodeError
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ingest import otlp_wire
-from ingest.otlp_common import KINDS, STATUS_CODES, SpanColumns, _as_status, _as_str, _path_of, resource_from_attributes
+from ingest.otlp_common import KINDS, STATUS_CODES, SpanColumns, _as_status, _as_str, resource_from_attributes
+
+try:
+    COMPILED: Any = importlib.import_module("ingest._otlpscan")  # built by setup.py when a C compiler is there
+except ImportError:  # pragma: no cover - depends on the build
+    COMPILED = None
+"""The compiled scanner (``ingest/_otlpscan.c``) or None; set it to None to force the numpy
+scanner (tests and the benchmark compare both)."""
+
 
 _PAD = bytes(16)
-_HEX = np.frombuffer(b"".join(f"{i:02x}".encode() for i in range(256)), dtype=np.uint16)
 _INT64_MAX = np.uint64(2**63 - 1)
 _KIND_NAMES = pa.array(KINDS, pa.string())
 _STATUS_NAMES = pa.array(STATUS_CODES, pa.string())
@@ -80,6 +90,8 @@ def scan(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Fields:
     parts: list[tuple[np.ndarray, ...]] = []
     while rows.size:
         number, wire, value, offset, length, step_bad, pos = _step(data, pos, end)
+        if step_bad.any():  # a bad field's payload may run past its message: never slice it
+            length = np.where(step_bad, 0, length)
         parts.append((rows, number, wire, value, offset, length))
         go_on = pos < end
         if step_bad.any():
@@ -94,6 +106,7 @@ def scan(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> Fields:
     return Fields(cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], bad)
 
 
+_MAX_TAG = 2**32 - 1  # upb reads tags as 32-bit varints: a longer tag does not parse
 _BAD_WIRE = np.array([False, False, False, True, True, False, True, True])
 """Wire types 3 and 4 (groups, deprecated) and 6, 7 (undefined): the scanner gives up."""
 
@@ -122,7 +135,7 @@ def _step(data: np.ndarray, p: np.ndarray, end: np.ndarray) -> tuple[np.ndarray,
             bad[m] |= lbad
     offset = p
     p = p + length
-    bad |= _BAD_WIRE[wire] | (tag < 8) | (p > end)
+    bad |= _BAD_WIRE[wire] | (tag < 8) | (tag > _MAX_TAG) | (p > end)
     return number, wire, value, offset, length, bad, p
 
 
@@ -172,100 +185,165 @@ def _varint(data: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np
 
 @dataclass
 class _Batch:
-    """Span bytes of many requests, with their resource and message of origin."""
+    """Span bytes of many requests, with their resource and message of origin.
+
+    ``spans`` collects span bytes (numpy path) until ``finish`` joins them; the compiled
+    path fills ``joined``/``starts``/``ends`` directly with slices of the messages' buffer
+    (bytes or a memoryview: no padding needed there).
+    """
 
     spans: list[bytes] = field(default_factory=list)
     heads: list[tuple[Any, ...]] = field(default_factory=list)  # per span run
-    head_of_span: list[int] = field(default_factory=list)  # run lengths, parallel to heads
-    message_of_run: list[int] = field(default_factory=list)
+    head_of_span: Any = field(default_factory=list)  # run lengths, parallel to heads (list or array)
+    message_of_run: Any = field(default_factory=list)
     messages: list[tuple[bytes, int]] = field(default_factory=list)  # (bytes, line number)
     rejects: list[tuple[int, tuple[int, str, str]]] = field(default_factory=list)  # (message, reject)
+    unusual: list[int] = field(default_factory=list)  # messages the per-span reader takes whole
+    joined: bytes = b""
+    starts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    ends: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def finish(self) -> None:
+        """Join the collected span bytes (numpy path)."""
+        lens = np.fromiter(map(len, self.spans), dtype=np.int64, count=len(self.spans))
+        self.ends = np.cumsum(lens)
+        self.starts = self.ends - lens
+        self.joined = b"".join(self.spans) + _PAD
+
+    def span_bytes(self, i: int) -> bytes:
+        return bytes(self.joined[self.starts[i]:self.ends[i]])
 
 
 def decode_messages(messages: list[tuple[bytes, int]], out: SpanColumns) -> None:
     """Append the spans of (message bytes, line number) pairs to ``out`` (table + rejects)."""
-    batch = _Batch()
-    for message, line_no in messages:
-        _add_message(batch, message, line_no, out)
-    if sum(map(len, batch.spans)) >= _MAX_JOINED:  # Arrow views address 32-bit offsets
+    if COMPILED is None:
+        _finish(_gather(messages, out), out)
+        return
+    lens = np.fromiter((len(m) for m, _ in messages), dtype=np.int64, count=len(messages))
+    ends = np.cumsum(lens)
+    _finish(_gather_compiled(b"".join(m for m, _ in messages), ends - lens, ends, messages), out)
+
+
+def decode_frames(data: bytes, frames: list[tuple[int, int, int]], out: SpanColumns) -> None:
+    """``decode_messages`` for messages that are slices (start, end, line number) of one
+    buffer, such as the frames of a Collector file: with the compiled scanner, no copy."""
+    if COMPILED is None or not frames:
+        decode_messages([(data[start:end], line_no) for start, end, line_no in frames], out)
+        return
+    low, high = frames[0][0], frames[-1][1]
+    buffer = memoryview(data)[low:high]
+    starts = np.fromiter((f[0] - low for f in frames), dtype=np.int64, count=len(frames))
+    ends = np.fromiter((f[1] - low for f in frames), dtype=np.int64, count=len(frames))
+    messages = [(buffer[start:end], line_no) for start, end, line_no in zip(starts.tolist(), ends.tolist(), (f[2] for f in frames))]
+    _finish(_gather_compiled(buffer, starts, ends, messages), out)  # type: ignore[arg-type]
+
+
+def _finish(batch: _Batch, out: SpanColumns) -> None:
+    """Decode a gathered batch into ``out``; unusual messages go to the per-span reader."""
+    if len(batch.joined) >= _MAX_JOINED:  # Arrow views address 32-bit offsets
         table, fallback = None, list(range(len(batch.messages)))
     else:
-        table, fallback = _decode(batch) if batch.spans else (None, [])
-    redo = set(fallback)  # the span reader rejects those messages' resources itself
+        table, fallback = _decode(batch) if len(batch.starts) else (None, [])
+    redo = set(fallback) | set(batch.unusual)  # the span reader rejects those messages' resources itself
     out.rejects.extend(reject for index, reject in batch.rejects if index not in redo)
     if table is not None and table.num_rows:
         out.tables.append(table)
-    for index in fallback:
-        message, line_no = batch.messages[index]
-        from ingest import otlp_proto
+    from ingest import otlp_proto
 
-        otlp_proto.read_message(message, out, line_no=line_no)
+    for index in sorted(redo):
+        message, line_no = batch.messages[index]
+        otlp_proto.read_message(bytes(message), out, line_no=line_no)
+
+
+def _gather(messages: list[tuple[bytes, int]], out: SpanColumns) -> _Batch:
+    """The outer levels of every message through upb (the numpy path)."""
+    batch = _Batch()
+    for message, line_no in messages:
+        _add_message(batch, message, line_no, out)
+    batch.finish()
+    return batch
+
+
+def _gather_compiled(joined: bytes, starts: np.ndarray, ends: np.ndarray, messages: list[tuple[bytes, int]]) -> _Batch:
+    """The outer levels of the messages at ``joined[starts[i]:ends[i]]`` by
+    ``_otlpscan.scan_requests`` (no object per span); an unusual message, or one with a
+    resource that does not decode, goes whole to the reader."""
+    batch = _Batch(messages=messages, joined=joined)
+    unusual = np.zeros(len(messages), dtype=np.uint8)
+    sizes = (len(joined) // 128 + 64, 2 * len(messages) + 16, 2 * len(messages) + 16)
+    while True:
+        spans, resources, runs = (np.empty((k, size), dtype=np.int64) for k, size in zip((2, 3, 2), sizes))
+        counts = COMPILED.scan_requests(batch.joined, starts, ends, unusual, spans, resources, runs)
+        if all(c <= size for c, size in zip(counts, sizes)):
+            break
+        sizes = counts
+    n_spans, n_res, n_runs = counts
+    bad_message = unusual.astype(bool)
+    heads = [_resource_head(batch.joined, int(off), int(size)) for off, size in zip(*resources[1:, :n_res])]
+    for message, head in zip(resources[0, :n_res].tolist(), heads):
+        if head is None:
+            bad_message[message] = True
+    batch.unusual = np.nonzero(bad_message)[0].tolist()
+    run_resource = runs[0, :n_runs]
+    batch.heads = [heads[r] or ("", None, None) for r in run_resource.tolist()]
+    batch.head_of_span = runs[1, :n_runs]
+    batch.message_of_run = resources[0, run_resource]
+    batch.starts, batch.ends = spans[0, :n_spans], spans[1, :n_spans]
+    return batch
+
+
+_RESOURCE_HEADS: dict[bytes, tuple[Any, ...] | None] = {}
+
+
+def _resource_head(joined: bytes, offset: int, size: int) -> tuple[Any, ...] | None:
+    """(service, version, env) of an encoded Resource (None when it does not decode), cached."""
+    raw = bytes(joined[offset:offset + size]) if offset >= 0 else b""  # not a view: the cache outlives it
+    head = _RESOURCE_HEADS.get(raw, False)
+    if head is not False:
+        return head  # type: ignore[return-value]
+    from ingest import otlp_proto
+
+    try:
+        attributes = otlp_wire.ResourceOnly.FromString(raw).attributes
+        resource = resource_from_attributes(dict(map(otlp_proto._CACHE.__getitem__, attributes)))
+        head = (resource.service, resource.version, resource.env)
+    except (DecodeError, otlp_wire.BadAttribute):
+        head = None
+    if len(raw) <= 4096:  # bounded memory: at most 10,000 small resources
+        if len(_RESOURCE_HEADS) >= 10_000:
+            _RESOURCE_HEADS.clear()
+        _RESOURCE_HEADS[raw] = head
+    return head
 
 
 _MAX_JOINED = 2**31 - 1024
 
 
 def count_valid(body: bytes) -> int | None:
-    """The number of spans of one request when every span is plainly valid, else None.
+    """The number of spans of one request when decoding it will store every span, else None.
 
-    What the receiver checks before acknowledging, with no Python object per span: upb
-    checks that every span parses (``ValidateRequest``), then the spans are concatenated
-    and parsed as one message whose checked fields are repeated (``SpanLists``: protobuf
-    appends the values of every span), and the lists are checked as wholes. Every span must
-    start with its trace id and span id and the lists must have one entry per span, so no
-    span can hide a missing id behind another's duplicate. None means "ask the per-span
-    check" (``otlp_proto.check_request``), which names the problems.
+    What the receiver checks before acknowledging, with no Python object per span. It is a
+    proof, not a guess: upb parses the body with every string and attribute checked
+    (``otlp_wire.ValidateRequest``: every resource, name, status message, event and attribute
+    will decode), and the wire scanner finds every span plain and valid (``_Spans.bad``: no
+    repeated singular field, ids, times, kind and status in range) - exactly the spans the
+    columnar decoder stores. None means "not proven": ``otlp_proto.check_request`` then
+    decodes the body as publishing will and counts the rejected spans exactly.
     """
     try:
         otlp_wire.ValidateRequest.FromString(body)
-        request = otlp_wire.OuterRequest.FromString(body)
     except DecodeError:
         return None
-    spans: list[bytes] = []
-    for rs in request.resource_spans:
-        for scope in rs.scope_spans:
-            spans.extend(scope.spans)
-    if not spans:
-        return 0
-    joined = b"".join(spans)
-    if not _ids_first(joined, spans):
+    if COMPILED is not None:
+        batch = _gather_compiled(body, np.zeros(1, dtype=np.int64), np.full(1, len(body), dtype=np.int64), [(body, 1)])
+    else:
+        batch = _gather([(body, 1)], SpanColumns())
+    if batch.unusual or batch.rejects or len(batch.messages) != 1 or len(batch.joined) >= _MAX_JOINED:
         return None
-    fields = otlp_wire.SpanLists.FromString(joined)
-    return len(spans) if _all_valid(len(spans), fields) else None
-
-
-def _ids_first(joined: bytes, spans: list[bytes]) -> bool:
-    """Every span starts with a non-zero 16-byte trace id and then a non-zero 8-byte span id."""
-    lens = np.fromiter(map(len, spans), dtype=np.int64, count=len(spans))
-    starts = np.cumsum(lens) - lens
-    data = np.frombuffer(joined + bytes(32), dtype=np.uint8)
-    head = _rows(data, starts, 28)
-    if (lens < 28).any() or not (head[:, :2] == (0x0A, 0x10)).all() or not (head[:, 18:20] == (0x12, 0x08)).all():
-        return False
-    return bool(head[:, 2:18].any(axis=1).all() and head[:, 20:28].any(axis=1).all())
-
-
-def _all_valid(n: int, fields: Any) -> bool:
-    """The remaining span checks of ``otlp_proto._read_spans`` over whole lists.
-
-    ``_ids_first`` found one trace id and one span id at the head of every span; with
-    exactly ``n`` of each in the lists, no span holds a second one.
-    """
-    starts, kinds = fields.start_time_unix_nano, fields.kind
-    if len(fields.trace_id) != n or len(fields.span_id) != n or len(starts) != n or 0 in list(starts):
-        return False
-    if not set(map(len, fields.parent_span_id)) <= {0, 8}:
-        return False
-    if kinds and not 0 <= min(kinds) <= max(kinds) < len(KINDS):
-        return False
-    if fields.status:
-        codes = otlp_wire.StatusLists.FromString(b"".join(fields.status)).code
-        if codes and not 0 <= min(codes) <= max(codes) < len(STATUS_CODES):
-            return False
-    return True
-
-
-_ZERO16, _ZERO8 = bytes(16), bytes(8)
+    if not len(batch.starts):
+        return 0
+    spans = _Spans(np.frombuffer(batch.joined, dtype=np.uint8), batch.joined, batch.starts, batch.ends)
+    return None if spans.bad.any() else len(batch.starts)
 
 
 def _add_message(batch: _Batch, message: bytes, line_no: int, out: SpanColumns) -> None:
@@ -299,22 +377,19 @@ def _add_message(batch: _Batch, message: bytes, line_no: int, out: SpanColumns) 
 
 def _decode(batch: _Batch) -> tuple[pa.Table, list[int]]:
     """The spans of a batch as a table of ``otlp_common.COLUMNS``, and the messages to redo."""
-    lens = np.fromiter(map(len, batch.spans), dtype=np.int64, count=len(batch.spans))
-    ends = np.cumsum(lens)
-    starts = ends - lens
-    joined = b"".join(batch.spans) + _PAD
+    joined = batch.joined
     data = np.frombuffer(joined, dtype=np.uint8)
     runs = np.asarray(batch.head_of_span, dtype=np.int64)
     message_of = np.repeat(np.asarray(batch.message_of_run, dtype=np.int64), runs)
-    decoded = _Spans(data, joined, starts, ends)
+    decoded = _Spans(data, joined, batch.starts, batch.ends)
     bad = decoded.bad.copy()
     attrs = _Attributes(decoded, bad)
     bad |= attrs.bad_rows
     names, name_bad = decoded.strings(5)
     messages_, msg_bad = decoded.status_message()
     bad |= name_bad | msg_bad
-    exceptions = _exceptions(batch.spans, decoded.has_events, bad)
-    fallback = np.unique(message_of[bad])
+    exceptions = _exceptions(batch, decoded.has_events, bad)
+    fallback = np.unique(np.concatenate([message_of[bad], np.asarray(batch.unusual, dtype=np.int64)]))
     keep = ~np.isin(message_of, fallback)
     head_index = np.repeat(np.arange(len(runs)), runs)
     table = _table(decoded, attrs, names, messages_, exceptions, batch.heads, head_index, keep)
@@ -322,24 +397,58 @@ def _decode(batch: _Batch) -> tuple[pa.Table, list[int]]:
 
 
 class _Spans:
-    """The scalar fields of every span, from one scan (and one of their Status messages)."""
+    """The scalar fields of every span, from one scan (and one of their Status messages).
+
+    ``slot[number]`` holds (value, offset, length) per span of each singular field (offset
+    -1 when absent); ``attr_row``/``attr_offset``/``attr_length`` every attribute, by span.
+    The compiled scanner fills the same arrays as the numpy one.
+    """
 
     def __init__(self, data: np.ndarray, joined: bytes, starts: np.ndarray, ends: np.ndarray) -> None:
         self.data, self.joined, self.n = data, joined, len(starts)
+        self.slot: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        if COMPILED is not None:
+            self._scan_compiled(starts, ends)
+            return
         fields = self.fields = scan(data, starts, ends)
         small = np.minimum(fields.number, 255).astype(np.uint8)
         self._order = np.argsort(small, kind="stable")  # a radix sort: field occurrences by number
         self._bounds = np.searchsorted(small[self._order], np.arange(257))
         bad = fields.bad.copy()
-        self.slot: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for number, wire in _SPAN_FIELDS.items():
             bad |= self._singular(number, wire)
         self.has_events = np.zeros(self.n, dtype=bool)
         self.has_events[fields.row[self.occurrences(_EVENTS)]] = True
         bad |= self._wrong_wire()
         self.code, status_bad = self._status_code()
-        bad |= status_bad | ~self._valid()
+        _, t_off, _ = self.slot[1]
+        _, s_off, _ = self.slot[2]
+        bad |= status_bad | ~self._valid(lambda ok: self._nonzero(t_off, 16, ok), lambda ok: self._nonzero(s_off, 8, ok))
+        m = self.occurrences(_ATTRIBUTES)
+        m = m[np.argsort(fields.row[m], kind="stable")]
+        self.attr_row, self.attr_offset, self.attr_length = fields.row[m], fields.offset[m], fields.length[m]
         self.bad = bad
+
+    def _scan_compiled(self, starts: np.ndarray, ends: np.ndarray) -> None:
+        """The same arrays from ``_otlpscan.scan_spans`` (one C pass over every span)."""
+        n = self.n
+        cols = np.empty((COMPILED.N_SPAN_COLS, n), dtype=np.int64)
+        attrs = np.empty((3, 12 * n + 16), dtype=np.int64)
+        count = COMPILED.scan_spans(self.joined, starts, ends, cols, attrs)
+        if count < 0:  # more attributes than guessed: once more with room for all
+            attrs = np.empty((3, -count), dtype=np.int64)
+            count = COMPILED.scan_spans(self.joined, starts, ends, cols, attrs)
+        values = cols.view(np.uint64)  # columns in the order of the C enum (C_TRACE_OFF ... C_FLAGS)
+        for number, off in ((1, 0), (2, 2), (4, 4), (5, 6)):
+            self.slot[number] = (values[off], cols[off], cols[off + 1])
+        for number, col in ((6, 8), (7, 9), (8, 10)):
+            self.slot[number] = (values[col], cols[col], cols[col])
+        self.code = values[11]
+        self.status_message_slot = (cols[12], cols[13])
+        flags = cols[16]
+        self.has_events = (flags & 2) != 0
+        self.bad = ((flags & 1) != 0) | ~self._valid(lambda ok: (flags & 4) != 0, lambda ok: (flags & 8) != 0)
+        self.attr_row, self.attr_offset, self.attr_length = attrs[0, :count], attrs[1, :count], attrs[2, :count]
 
     def occurrences(self, number: int) -> np.ndarray:
         """Indices (in ``fields``) of every occurrence of field ``number``, in scan order."""
@@ -394,8 +503,9 @@ class _Spans:
                 self.status_message_slot[1][rows] = sub.length[m]
         return code, bad
 
-    def _valid(self) -> np.ndarray:
-        """The span checks of ``otlp_proto._read_spans`` (failures go to that reader)."""
+    def _valid(self, trace_nonzero: Any, span_nonzero: Any) -> np.ndarray:
+        """The span checks of ``otlp_proto._read_spans`` (failures go to that reader);
+        ``*_nonzero(ok)`` say which ids hold a non-zero byte (rows ``ok`` at least)."""
         _, t_off, t_len = self.slot[1]
         _, s_off, s_len = self.slot[2]
         _, p_off, p_len = self.slot[4]
@@ -403,7 +513,7 @@ class _Spans:
         start, end = self.slot[7][0], self.slot[8][0]
         ok &= (start != 0) & (start <= _INT64_MAX) & (end <= _INT64_MAX)
         ok &= (self.slot[6][0] < len(KINDS)) & (self.code < len(STATUS_CODES))
-        ok &= self._nonzero(t_off, 16, ok) & self._nonzero(s_off, 8, ok)
+        ok &= trace_nonzero(ok) & span_nonzero(ok)
         return ok
 
     def _nonzero(self, offset: np.ndarray, size: int, ok: np.ndarray) -> np.ndarray:
@@ -416,8 +526,13 @@ class _Spans:
         """Field ``number`` (ids of ``size`` bytes or absent) as lower-case hex strings."""
         _, offset, length = self.slot[number]
         offset, length = offset[keep], length[keep]
-        present = np.nonzero(length == size)[0]
-        chars = _rows(self.data, offset[present], size).tobytes().hex().encode()
+        chars: bytes | bytearray
+        if COMPILED is not None:
+            chars = bytearray(2 * size * int(np.count_nonzero(length == size)))
+            COMPILED.hex_ids(self.joined, _int64(offset), _int64(length), size, chars)
+        else:
+            present = np.nonzero(length == size)[0]
+            chars = _rows(self.data, offset[present], size).tobytes().hex().encode()
         widths = np.where(length == size, 2 * size, 0)
         offsets = np.zeros(len(widths) + 1, dtype=np.int32)
         np.cumsum(widths, out=offsets[1:])
@@ -455,6 +570,23 @@ def _binary(joined: bytes, offset: np.ndarray, length: np.ndarray, valid: np.nda
     """Slices of ``joined`` (offset, length) as a binary array, copied by Arrow from views
     (``views_only``: the binary_view array itself, no copy)."""
     n = len(offset)
+    if COMPILED is not None:
+        views = np.empty((n, 4), dtype=np.int32)
+        COMPILED.binary_views(joined, _int64(offset), _int64(length), views)
+    else:
+        views = _views(joined, offset, length)
+    validity = None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    array = pa.Array.from_buffers(pa.binary_view(), n, [validity, pa.py_buffer(views), pa.py_buffer(joined)])
+    return array if views_only else array.cast(pa.binary())
+
+
+def _int64(values: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(values, dtype=np.int64)
+
+
+def _views(joined: bytes, offset: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """Arrow binary-view structs of slices of ``joined`` (numpy)."""
+    n = len(offset)
     views = np.zeros((n, 4), dtype=np.int32)
     views[:, 0] = length
     views[:, 3] = offset
@@ -467,9 +599,7 @@ def _binary(joined: bytes, offset: np.ndarray, length: np.ndarray, valid: np.nda
         inline = _rows(data, offset[short], 12)
         inline[np.arange(12) >= length[short, None]] = 0
         view_bytes[short, 4:16] = inline
-    validity = None if valid is None or valid.all() else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    array = pa.Array.from_buffers(pa.binary_view(), n, [validity, pa.py_buffer(views), pa.py_buffer(joined)])
-    return array if views_only else array.cast(pa.binary())
+    return views
 
 
 # -- attributes -----------------------------------------------------------------------------
@@ -478,14 +608,10 @@ class _Attributes:
     """Every span's attributes: distinct KeyValues decoded once, columns gathered per span."""
 
     def __init__(self, spans: _Spans, bad: np.ndarray) -> None:
-        f = spans.fields
-        m = spans.occurrences(_ATTRIBUTES)
-        order = np.argsort(f.row[m], kind="stable")
-        m = m[order]
         self.n = spans.n
-        self.row = f.row[m]
+        self.row = spans.attr_row
         self.counts = np.bincount(self.row, minlength=spans.n)
-        raws = _binary(spans.joined, f.offset[m], f.length[m], views_only=True)
+        raws = _binary(spans.joined, spans.attr_offset, spans.attr_length, views_only=True)
         encoded = raws.dictionary_encode()
         self.ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         self.uniques = _Uniques(encoded.dictionary.cast(pa.binary()))
@@ -496,6 +622,8 @@ class _Attributes:
         """The attributes JSON object of each kept span (null when it has none)."""
         keep_attr = keep[self.row]
         ids, counts = self.ids[keep_attr], self.counts[keep]
+        if COMPILED is not None:
+            return _join_compiled(self.uniques.fragments, ids, counts)
         offsets = np.zeros(len(counts) + 1, dtype=np.int32)
         np.cumsum(counts, out=offsets[1:])
         flat = self.uniques.fragments.take(pa.array(ids))
@@ -509,6 +637,22 @@ class _Attributes:
         table = np.full((len(NAMES), self.n), -1, dtype=np.int64)
         table[codes[sel], self.row[sel]] = self.ids[sel]
         return table[:, keep]
+
+
+def _join_compiled(fragments: pa.Array, ids: np.ndarray, counts: np.ndarray) -> pa.Array:
+    """``{fragment,fragment,...}`` per span in one pass of ``_otlpscan.join_fragments``."""
+    fragments = fragments.cast(pa.string())
+    u = len(fragments)
+    offsets = np.frombuffer(fragments.buffers()[1], dtype=np.int32, count=u + 1, offset=4 * fragments.offset)
+    sizes = np.diff(offsets).astype(np.int64)
+    total = int(sizes[ids].sum()) + len(ids) + int(np.count_nonzero(counts))  # commas and braces
+    data = fragments.buffers()[2] or pa.py_buffer(b"")
+    out_offsets = np.empty(len(counts) + 1, dtype=np.int32)
+    out = bytearray(total)
+    COMPILED.join_fragments(offsets.astype(np.int64) - offsets[0], memoryview(data)[offsets[0]:],
+                            _int64(ids), _int64(counts), out_offsets, out)
+    validity = None if counts.all() else pa.py_buffer(np.packbits(counts > 0, bitorder="little"))
+    return pa.StringArray.from_buffers(len(counts), pa.py_buffer(out_offsets), pa.py_buffer(out), validity)
 
 
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
@@ -532,8 +676,11 @@ class _Uniques:
         self.joined = (buffers[2].to_pybytes() if buffers[2] is not None else b"") + _PAD
         data = np.frombuffer(self.joined, dtype=np.uint8)
         self.slow = np.zeros(u, dtype=bool)
-        key_off, key_len, val_off, val_len = self._key_value(data, offsets)
-        is_str, is_int, number = self._any_value(data, val_off, val_len)
+        if COMPILED is not None:
+            key_off, key_len, val_off, val_len, is_str, is_int, number = self._scan_compiled(offsets)
+        else:
+            key_off, key_len, val_off, val_len = self._key_value(data, offsets)
+            is_str, is_int, number = self._any_value(data, val_off, val_len)
         self.key_codes, key_prefix = self._keys(key_off, key_len)
         self.text, fragments = self._plain(data, key_prefix, val_off, val_len, is_str, is_int, number)
         self.truthy = np.append(np.where(is_str, val_len > 0, number != 0), False)
@@ -543,6 +690,14 @@ class _Uniques:
         self._slow_path(dictionary)
         self.status = self._status(is_int, number)
         self.text = pa.concat_arrays([self.text, pa.nulls(1, pa.string())])
+
+    def _scan_compiled(self, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``_key_value`` and ``_any_value`` in one pass of ``_otlpscan.scan_keyvalues``."""
+        cols = np.empty((COMPILED.N_KV_COLS, self.u), dtype=np.int64)
+        COMPILED.scan_keyvalues(self.joined, _int64(offsets), cols)
+        kind = cols[5]
+        self.slow |= kind == 0
+        return cols[0], cols[1], cols[2], cols[3], kind == 1, kind == 2, cols[4]
 
     def _key_value(self, data: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, ...]:
         kv = scan(data, offsets[:-1], offsets[1:])
@@ -710,17 +865,34 @@ def _regex_group(values: pa.Array, pattern: str) -> pa.Array:
     return pc.struct_field(pc.extract_regex(values, pattern), [0])
 
 
-def _exceptions(spans: list[bytes], has_events: np.ndarray, bad: np.ndarray) -> dict[int, tuple[Any, Any]]:
+def _exceptions(batch: _Batch, has_events: np.ndarray, bad: np.ndarray) -> dict[int, tuple[Any, Any]]:
     """exception (type, message) of the spans with events, through upb; odd ones set ``bad``."""
     from ingest.otlp_proto import _exception
 
     out: dict[int, tuple[Any, Any]] = {}
-    for i in np.nonzero(has_events & ~bad)[0].tolist():
+    rows = np.nonzero(has_events & ~bad)[0].tolist()
+    spans = [batch.span_bytes(i) for i in rows]
+    try:  # one parse for all of them; when any is odd, one by one to find it
+        parsed = otlp_wire.EventSpans.FromString(b"".join(_framed(span) for span in spans)).spans
+    except DecodeError:
+        parsed = None
+    for k, i in enumerate(rows):
         try:
-            out[i] = _exception(otlp_wire.EventsOnly.FromString(spans[i]).events)
+            events = parsed[k].events if parsed is not None else otlp_wire.EventsOnly.FromString(spans[k]).events
+            out[i] = _exception(events)
         except (DecodeError, otlp_wire.BadAttribute):
             bad[i] = True
     return out
+
+
+def _framed(span: bytes) -> bytes:
+    """``span`` as field 1 (length-delimited) of a message."""
+    size, prefix = len(span), bytearray(b"\x0a")
+    while size >= 0x80:
+        prefix.append(size & 0x7F | 0x80)
+        size >>= 7
+    prefix.append(size)
+    return bytes(prefix) + span
 
 
 def _table(

@@ -92,23 +92,24 @@ def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
     return None, pos
 
 
-def messages(data: bytes) -> Iterator[tuple[int, bytes | None, str]]:
-    """(index, message bytes or None, reason) for a single message or a framed stream."""
+def frames(data: bytes) -> Iterator[tuple[int, int, int, str]]:
+    """(index, start, end, reason) of each message of a single message or a framed stream;
+    a frame that cannot be read has start -1 and a reason."""
     if not data:
         return
     if data[0] == _FIELD1_LEN or len(data) < 4:
-        yield 1, data, ""
+        yield 1, 0, len(data), ""
         return
     pos, index = 0, 1
     while pos < len(data):
         if pos + 4 > len(data):
-            yield index, None, f"truncated length prefix at byte {pos}"
+            yield index, -1, -1, f"truncated length prefix at byte {pos}"
             return
         (length,) = struct.unpack_from(">I", data, pos)
         if pos + 4 + length > len(data):
-            yield index, None, f"message {index} at byte {pos} claims {length} bytes, only {len(data) - pos - 4} left"
+            yield index, -1, -1, f"message {index} at byte {pos} claims {length} bytes, only {len(data) - pos - 4} left"
             return
-        yield index, data[pos + 4:pos + 4 + length], ""
+        yield index, pos + 4, pos + 4 + length, ""
         pos += 4 + length
         index += 1
 
@@ -116,22 +117,23 @@ def messages(data: bytes) -> Iterator[tuple[int, bytes | None, str]]:
 def parse(data: bytes, *, first_line_no: int = 1) -> SpanColumns:
     """Every span of a file; an undecodable message is one reject (its number as line).
 
-    The spans are decoded columnar (``ingest.otlp_columnar``) in batches of messages.
+    The spans are decoded columnar (``ingest.otlp_columnar``) in batches of messages, each
+    a slice of ``data`` (no copy with the compiled scanner).
     """
     out = SpanColumns()
-    batch: list[tuple[bytes, int]] = []
+    batch: list[tuple[int, int, int]] = []
     size = 0
-    for index, message, reason in messages(data):
+    for index, start, end, reason in frames(data):
         line_no = first_line_no + index - 1
-        if message is None:
+        if start < 0:
             out.reject(line_no, reason, _raw(data[-4096:]))
             continue
-        batch.append((message, line_no))
-        size += len(message)
+        batch.append((start, end, line_no))
+        size += end - start
         if size >= BATCH_BYTES:
-            otlp_columnar.decode_messages(batch, out)
+            otlp_columnar.decode_frames(data, batch, out)
             batch, size = [], 0
-    otlp_columnar.decode_messages(batch, out)
+    otlp_columnar.decode_frames(data, batch, out)
     return out
 
 
@@ -187,9 +189,10 @@ def _read_spans(spans: Any, head: tuple[Any, ...], out: SpanColumns, line_no: in
     for span in spans:
         trace_id, span_id, parent, kind = span.trace_id, span.span_id, span.parent_span_id, span.kind
         status = span.status
-        code, start = status.code, span.start_time_unix_nano
-        if (len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8) or not start
-                or not 0 <= kind < 6 or not 0 <= code < 3 or trace_id == _ZERO16 or span_id == _ZERO8):
+        code, start, end = status.code, span.start_time_unix_nano, span.end_time_unix_nano
+        if (len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8) or not 0 < start <= _INT64_MAX
+                or end > _INT64_MAX or not 0 <= kind < 6 or not 0 <= code < 3 or trace_id == _ZERO16
+                or span_id == _ZERO8):
             out.reject(line_no, f"span: {_span_problem(span)}", _raw(span.SerializeToString()))
             continue
         raws = list(span.attributes)  # materialise the bytes once: dict and JSON both read them
@@ -201,13 +204,14 @@ def _read_spans(spans: Any, head: tuple[Any, ...], out: SpanColumns, line_no: in
             continue
         rows.append(
             (trace_id.hex(), span_id.hex(), parent.hex(), span.name, KINDS[kind]) + head
-            + (start, span.end_time_unix_nano or None, STATUS_CODES[code], status.message or None)
+            + (start, end or None, STATUS_CODES[code], status.message or None)
             + derive(attrs) + exception + ((cache.json(raws) if raws else None),)
         )
 
 
 _NO_EXCEPTION = (None, None)
 _ZERO16, _ZERO8 = bytes(16), bytes(8)
+_INT64_MAX = 2**63 - 1  # the spans table stores nanoseconds as int64
 
 
 def _span_problem(span: Any) -> str:
@@ -223,6 +227,10 @@ def _span_problem(span: Any) -> str:
         return f"unknown span kind {span.kind}"
     if not 0 <= span.status.code < len(STATUS_CODES):
         return f"unknown status code {span.status.code}"
+    if span.start_time_unix_nano > _INT64_MAX:
+        return f"startTimeUnixNano {span.start_time_unix_nano} is out of range"
+    if span.end_time_unix_nano > _INT64_MAX:
+        return f"endTimeUnixNano {span.end_time_unix_nano} is out of range"
     return "startTimeUnixNano is missing"
 
 
@@ -236,28 +244,22 @@ def _exception(events: Any) -> tuple[str | None, str | None]:
     return _NO_EXCEPTION
 
 
-def check_request(body: bytes) -> tuple[int, list[str]]:
-    """(spans that will be stored, reasons for those that will not) of one request body.
+def check_request(body: bytes) -> tuple[int, int, list[str]]:
+    """(spans that will be stored, spans that will be rejected, reasons) of one request body.
 
-    What the receiver does before acknowledging: decode the structure (DecodeError when it
-    is not protobuf) and apply the span checks of the hot loop, without the attribute work.
-    The columnar check answers for requests whose spans are all fine; the per-span loop
-    below runs only for the others, to name the problems.
-    An attribute whose bytes do not decode is found only when publishing (and quarantined).
+    What the receiver does before acknowledging. ``otlp_columnar.count_valid`` proves most
+    requests plain without decoding them; any other request is decoded here exactly as
+    publishing will decode it, so the counts are exact (a resource that does not decode
+    rejects all of its spans). DecodeError when the body is not a readable request at all.
     """
     plain = otlp_columnar.count_valid(body)
     if plain is not None:
-        return plain, []
-    request = otlp_wire.CheckRequest.FromString(body)
-    good, problems = 0, []
-    for rs in request.resource_spans:
-        for scope in rs.scope_spans:
-            for span in scope.spans:
-                trace_id, span_id, parent = span.trace_id, span.span_id, span.parent_span_id
-                if (len(trace_id) != 16 or len(span_id) != 8 or (parent and len(parent) != 8)
-                        or not span.start_time_unix_nano or not 0 <= span.kind < 6
-                        or not 0 <= span.status.code < 3 or trace_id == _ZERO16 or span_id == _ZERO8):
-                    problems.append(f"span: {_span_problem(span)}")
-                else:
-                    good += 1
-    return good, problems
+        return plain, 0, []
+    request = otlp_wire.OuterRequest.FromString(body)  # DecodeError: not protobuf (400)
+    total = sum(len(scope.spans) for rs in request.resource_spans for scope in rs.scope_spans)
+    columns = parse_requests([body])
+    stored, reasons = len(columns), [r[1] for r in columns.rejects]
+    whole = [r for r in reasons if not r.startswith(("span:", "resource:"))]
+    if whole:  # the message itself does not decode (e.g. a name that is not UTF-8)
+        raise DecodeError(whole[0])
+    return stored, total - stored, reasons

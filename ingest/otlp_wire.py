@@ -45,19 +45,6 @@ _MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
 }
 
 
-_CHECK_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
-    "Request": [("resource_spans", 1, _MESSAGE, _REP, "ResourceSpans")],
-    "ResourceSpans": [("scope_spans", 2, _MESSAGE, _REP, "ScopeSpans")],
-    "ScopeSpans": [("spans", 2, _MESSAGE, _REP, "Span")],
-    "Span": [
-        ("trace_id", 1, _BYTES, _OPT, None), ("span_id", 2, _BYTES, _OPT, None),
-        ("parent_span_id", 4, _BYTES, _OPT, None), ("kind", 6, _INT32, _OPT, None),
-        ("start_time_unix_nano", 7, _FIXED64, _OPT, None), ("status", 15, _MESSAGE, _OPT, "Status"),
-    ],
-    "Status": [("code", 3, _INT32, _OPT, None)],
-}
-"""Just what the receiver checks before acknowledging (the rest is skipped, not copied out)."""
-
 _OUTER_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
     "Request": [("resource_spans", 1, _MESSAGE, _REP, "ResourceSpans")],
     "ResourceSpans": [("resource", 1, _MESSAGE, _OPT, "Resource"), ("scope_spans", 2, _MESSAGE, _REP, "ScopeSpans")],
@@ -66,25 +53,24 @@ _OUTER_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
 }
 """The outer levels only: each span stays its raw bytes (``ingest.otlp_columnar`` reads them)."""
 
+_KEYVALUE = "@KeyValue"  # the real opentelemetry.proto.common.v1.KeyValue
 _VALIDATE_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
     "Request": [("resource_spans", 1, _MESSAGE, _REP, "ResourceSpans")],
-    "ResourceSpans": [("scope_spans", 2, _MESSAGE, _REP, "ScopeSpans")],
+    "ResourceSpans": [("resource", 1, _MESSAGE, _OPT, "Resource"), ("scope_spans", 2, _MESSAGE, _REP, "ScopeSpans")],
+    "Resource": [("attributes", 1, _MESSAGE, _REP, _KEYVALUE)],
     "ScopeSpans": [("spans", 2, _MESSAGE, _REP, "Span")],
-    "Span": [],
-}
-"""Every span as a message of unknown fields only: parsing checks the structure, keeps no object."""
-
-_LIST_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
-    "Spans": [
-        ("trace_id", 1, _BYTES, _REP, None), ("span_id", 2, _BYTES, _REP, None),
-        ("parent_span_id", 4, _BYTES, _REP, None), ("kind", 6, _INT32, _REP, None),
-        ("start_time_unix_nano", 7, _FIXED64, _REP, None), ("status", 15, _BYTES, _REP, None),
+    "Span": [
+        ("name", 5, _STRING, _OPT, None), ("attributes", 9, _MESSAGE, _REP, _KEYVALUE),
+        ("events", 11, _MESSAGE, _REP, "Event"), ("status", 15, _MESSAGE, _OPT, "Status"),
     ],
-    "Statuses": [("code", 3, _INT32, _REP, None)],
+    "Event": [("name", 2, _STRING, _OPT, None), ("attributes", 3, _MESSAGE, _REP, _KEYVALUE)],
+    "Status": [("message", 2, _STRING, _OPT, None)],
 }
-"""Concatenated spans (statuses) parsed as one message: every field becomes one list."""
+"""What must parse for the readers to read every span: each string is UTF-8 and each
+attribute (resource, span, event) a well-formed ``KeyValue``; no Python object is kept."""
 
 _EVENT_MESSAGES: dict[str, list[tuple[str, int, int, int, str | None]]] = {
+    "Spans": [("spans", 1, _MESSAGE, _REP, "Span")],
     "Span": [("events", 11, _MESSAGE, _REP, "Event")],
     "Event": [("name", 2, _STRING, _OPT, None), ("attributes", 3, _BYTES, _REP, None)],
 }
@@ -98,9 +84,16 @@ def _build(messages: dict[str, list[tuple[str, int, int, int, str | None]]], pac
         message = proto.message_type.add(name=name)
         for field_name, number, field_type, label, type_name in fields:
             added = message.field.add(name=field_name, number=number, type=field_type, label=label)
-            if type_name:
+            if type_name == _KEYVALUE:
+                added.type_name = "." + KeyValue.DESCRIPTOR.full_name
+            elif type_name:
                 added.type_name = f".{package}.{type_name}"
     pool = descriptor_pool.DescriptorPool()
+    if any(type_name == _KEYVALUE for fields in messages.values() for *_, type_name in fields):
+        common = descriptor_pb2.FileDescriptorProto()
+        KeyValue.DESCRIPTOR.file.CopyToProto(common)
+        pool.Add(common)
+        proto.dependency.append(common.name)
     pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{root}"))
 
@@ -108,23 +101,20 @@ def _build(messages: dict[str, list[tuple[str, int, int, int, str | None]]], pac
 Request = _build(_MESSAGES, _PACKAGE)
 """Wire-compatible ExportTraceServiceRequest with attributes as raw KeyValue bytes."""
 
-CheckRequest = _build(_CHECK_MESSAGES, _PACKAGE + "check")
-"""Wire-compatible ExportTraceServiceRequest with only the fields the span checks read."""
-
 OuterRequest = _build(_OUTER_MESSAGES, _PACKAGE + "outer")
 """Wire-compatible ExportTraceServiceRequest whose spans are raw bytes."""
 
+ResourceOnly = _build(_OUTER_MESSAGES, _PACKAGE + "resource", root="Resource")
+"""A Resource with its attributes as raw KeyValue bytes."""
+
 ValidateRequest = _build(_VALIDATE_MESSAGES, _PACKAGE + "validate")
-"""Wire-compatible ExportTraceServiceRequest that only checks that every span parses."""
-
-SpanLists = _build(_LIST_MESSAGES, _PACKAGE + "lists", root="Spans")
-"""The checked span fields of many concatenated spans, one repeated field each."""
-
-StatusLists = _build(_LIST_MESSAGES, _PACKAGE + "lists2", root="Statuses")
-"""Status codes of many concatenated Status messages."""
+"""Wire-compatible ExportTraceServiceRequest whose parsing checks every string and attribute."""
 
 EventsOnly = _build(_EVENT_MESSAGES, _PACKAGE + "events", root="Span")
 """Wire-compatible Span with only its events."""
+
+EventSpans = _build(_EVENT_MESSAGES, _PACKAGE + "eventspans", root="Spans")
+"""Many spans (as ``EventsOnly``), each framed as field 1: their events in one parse."""
 
 _QUOTE = json.encoder.encode_basestring  # the C string quoter (ensure_ascii=False)
 

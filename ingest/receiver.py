@@ -11,8 +11,9 @@
     415  any other content type or content encoding
     503  more than ``receiver_max_pending_bytes`` accepted but not yet published (Retry-After)
 
-Nothing acknowledged is lost: a body is checked (decodable? how many spans will be rejected?
-``otlp_proto.check_request``, columnar for plain requests) and appended to the fsync'd spool
+Nothing acknowledged is lost: a body is checked (decodable? exactly how many spans will be
+rejected? ``otlp_proto.check_request``: a proof without decoding for plain requests, the
+publishing decode itself for the others) and appended to the fsync'd spool
 (``ingest.spool``, one group-committed fsync for concurrent requests) before the 200 goes
 out; nothing decoded is kept in memory. When the current segment holds ``receiver_flush_spans`` spans or is
 ``receiver_flush_seconds`` old, the publisher thread seals it and hands it to a worker process
@@ -162,19 +163,19 @@ class Receiver:
         spans that will be rejected (partial success); the full decode happens when publishing.
         """
         try:
-            spans, rejects = check_body(body, kind=kind)
+            spans, rejected, reasons = check_body(body, kind=kind)
         except BadBody as exc:
             return Outcome(400, message=str(exc))
         with self._lock:
             segment, seq = self.spool.write(kind, body)
-            self._current_spans += spans + len(rejects)
+            self._current_spans += spans + rejected
             self._unpublished_bytes += len(body)
             self._segment_bytes[segment.name] = self._segment_bytes.get(segment.name, 0) + len(body)
             due = self._current_spans >= self.config.flush_spans
         self.spool.sync(seq)
         if due:
             self._wake.set()
-        return Outcome(200, rejected=len(rejects), message=_summary(rejects))
+        return Outcome(200, rejected=rejected, message=_summary(rejected, reasons))
 
     # -- publishing -------------------------------------------------------------------------
     def flush(self) -> None:
@@ -333,18 +334,23 @@ def otlp_decode(body: bytes, *, kind: bytes) -> SpanColumns:
     return otlp.decode_body(body, content_type=_CONTENT_TYPES[kind])
 
 
-def check_body(body: bytes, *, kind: bytes) -> tuple[int, list[str]]:
-    """(spans that will be stored, reasons of those that will not); BadBody when undecodable."""
+def check_body(body: bytes, *, kind: bytes) -> tuple[int, int, list[str]]:
+    """(spans that will be stored, spans that will not, the reasons); BadBody when undecodable.
+
+    Protobuf counts are exact (``otlp_proto.check_request``); a JSON body is decoded whole
+    and each reject counts one span.
+    """
     if kind == spool.KIND_PROTOBUF:
         try:
             return otlp_proto.check_request(body)
         except DecodeError as exc:
-            raise BadBody(f"not a valid OTLP protobuf message ({exc})") from None
+            message = str(exc)
+            raise BadBody(message if message.startswith("not a valid") else f"not a valid OTLP protobuf message ({exc})") from None
     columns = otlp_decode(body, kind=kind)
     fatal = _fatal(columns)
     if fatal:
         raise BadBody(fatal)
-    return len(columns), [r[1] for r in columns.rejects]
+    return len(columns), len(columns.rejects), [r[1] for r in columns.rejects]
 
 
 def _fatal(columns: SpanColumns) -> str:
@@ -355,11 +361,11 @@ def _fatal(columns: SpanColumns) -> str:
     return request_level[0][1] if request_level else ""
 
 
-def _summary(rejects: list[str]) -> str:
-    if not rejects:
+def _summary(rejected: int, reasons: list[str]) -> str:
+    if not rejected:
         return ""
-    more = f" (and {len(rejects) - 1} more)" if len(rejects) > 1 else ""
-    return f"{len(rejects)} spans rejected: {rejects[0]}{more}"
+    more = f" (and {len(reasons) - 1} more)" if len(reasons) > 1 else ""
+    return f"{rejected} spans rejected: {reasons[0] if reasons else 'unreadable'}{more}"
 
 
 # -- HTTP -------------------------------------------------------------------------------------

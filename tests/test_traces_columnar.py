@@ -4,7 +4,8 @@
 random requests - every attribute value type, both semantic conventions, duplicate keys,
 characters JSON must escape, invalid spans, events, corrupted bytes - the columnar path must
 give the same table and the same rejects, and ``count_valid`` the same answer as the
-per-span check.
+per-span check. Every test runs with both wire scanners (the compiled ``ingest._otlpscan``
+and the numpy one) through the ``scanner`` fixture.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from ingest import otlp_columnar, otlp_proto, otlp_wire
 from ingest.otlp_common import SpanColumns
-from tests.traces_support import BASE_NS
+from tests.traces_support import BASE_NS, scanner  # noqa: F401 - a fixture
 
 KEYS = list(otlp_columnar.NAMES) + ["other", 'k"q', "ключ", ""]
 STRINGS = ["", "GET", "/a/b?x=1#f", "http://h:80/p/q?z", "http://h", "svc.pkg/Method", "/x", 'a"b\\c\n',
@@ -118,7 +119,7 @@ def _reference(bodies: list[bytes]) -> SpanColumns:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bad_rate", [0.0005, 0.03])
-def test_columnar_decoder_matches_the_per_span_reader(bad_rate: float) -> None:
+def test_columnar_decoder_matches_the_per_span_reader(bad_rate: float, scanner: str) -> None:
     fast_rows = 0
     for seed in range(25):
         rng = random.Random(seed)
@@ -134,7 +135,7 @@ def test_columnar_decoder_matches_the_per_span_reader(bad_rate: float) -> None:
     assert fast_rows > 0  # the columnar path itself was exercised, not only its fallback
 
 
-def test_plain_spans_take_the_columnar_path_and_odd_values_match() -> None:
+def test_plain_spans_take_the_columnar_path_and_odd_values_match(scanner: str) -> None:
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     for i, (key, value) in enumerate([("http.route", 'a"b'), ("url.path", "/p?q"), ("http.status_code", 2.0),
@@ -160,7 +161,7 @@ def test_plain_spans_take_the_columnar_path_and_odd_values_match() -> None:
     assert _rows(got) == _rows(_reference([body]))
 
 
-def test_undecodable_attribute_rejects_its_span_like_the_reader() -> None:
+def test_undecodable_attribute_rejects_its_span_like_the_reader(scanner: str) -> None:
     request = ExportTraceServiceRequest()
     scope = request.resource_spans.add().scope_spans.add()
     for i in range(3):
@@ -177,44 +178,85 @@ def test_undecodable_attribute_rejects_its_span_like_the_reader() -> None:
     assert [r[1] for r in got.rejects] == [r[1] for r in expected.rejects] and len(got.rejects) == 1
 
 
-def _reference_check(body: bytes) -> tuple[int, int]:
-    request = otlp_wire.CheckRequest.FromString(body)
-    good = bad = 0
-    for rs in request.resource_spans:
-        for scope in rs.scope_spans:
-            for span in scope.spans:
-                parent = span.parent_span_id
-                if (len(span.trace_id) != 16 or len(span.span_id) != 8 or (parent and len(parent) != 8)
-                        or not span.start_time_unix_nano or not 0 <= span.kind < 6 or not 0 <= span.status.code < 3
-                        or not any(span.trace_id) or not any(span.span_id)):
-                    bad += 1
-                else:
-                    good += 1
-    return good, bad
+def _reference_ack(body: bytes) -> object:
+    """(stored, rejected spans) as publishing will find them, or "400" when undecodable."""
+    try:
+        outer = otlp_wire.OuterRequest.FromString(body)
+    except DecodeError:
+        return "400"
+    expected = _reference([body])
+    if any(not r[1].startswith(("span:", "resource:")) for r in expected.rejects):
+        return "400"
+    total = sum(len(scope.spans) for rs in outer.resource_spans for scope in rs.scope_spans)
+    return len(expected), total - len(expected)
 
 
-def test_receiver_check_matches_the_per_span_check() -> None:
+def _ack(body: bytes) -> object:
+    try:
+        stored, rejected, reasons = otlp_proto.check_request(body)
+    except DecodeError:
+        return "400"
+    assert bool(rejected) == bool(reasons)
+    return stored, rejected
+
+
+def test_receiver_check_counts_exactly_what_publishing_stores(scanner: str) -> None:
     answered = 0
     for seed in range(80):
         rng = random.Random(seed)
         body = _request(rng, bad_rate=0.002)
         if seed % 4 == 0:
             body = _corrupt(rng, body)
-        try:
-            expected: object = _reference_check(body)
-        except DecodeError:
-            expected = "400"
-        try:
-            good, problems = otlp_proto.check_request(body)
-            got: object = (good, len(problems))
-        except DecodeError:
-            got = "400"
-        assert got == expected, seed
-        answered += otlp_columnar.count_valid(body) is not None
-    assert answered > 25  # most requests are answered without the per-span loop
+        if seed % 9 == 0:
+            body = _bad_resource(body)
+        assert _ack(body) == _reference_ack(body), seed
+        proven = otlp_columnar.count_valid(body)
+        if proven is not None:
+            assert _reference_ack(body) == (proven, 0), seed
+            answered += 1
+    assert answered > 25  # most requests are answered without decoding them
 
 
-def test_empty_and_spanless_requests() -> None:
+def _mixed(seed: int) -> ExportTraceServiceRequest:
+    from tests.traces_support import make_request
+
+    return make_request(service="m", spans=5, seed=seed, attrs={"http.route": "/r"})
+
+
+def _with_span_bytes(request: ExportTraceServiceRequest, index: int, suffix: bytes) -> bytes:
+    outer = otlp_wire.OuterRequest.FromString(request.SerializeToString())
+    spans = outer.resource_spans[0].scope_spans[0].spans
+    spans[index] = spans[index] + suffix
+    return outer.SerializeToString()
+
+
+def test_receiver_check_is_exact_for_mixed_requests(scanner: str) -> None:
+    no_start = _mixed(1)
+    no_start.resource_spans[0].scope_spans[0].spans[2].ClearField("start_time_unix_nano")
+    # one span without a start time, another carrying a second start time: the lists of
+    # start times still hold one entry per span
+    hidden = _mixed(2)
+    hidden.resource_spans[0].scope_spans[0].spans[1].ClearField("start_time_unix_nano")
+    twice = _with_span_bytes(hidden, 3, b"\x39" + (BASE_NS + 5).to_bytes(8, "little"))
+    huge = _mixed(3)
+    huge.resource_spans[0].scope_spans[0].spans[0].start_time_unix_nano = 2**63
+    bad_attribute = _with_span_bytes(_mixed(4), 4, b"\x4a\x05\x0a\x03\xff\xfe\xfd")
+    bad_name = _with_span_bytes(_mixed(5), 0, b"\x2a\x02\xff\xfe")
+    cases = {
+        "no start": (no_start.SerializeToString(), (4, 1)),
+        "hidden by a repeated start": (twice, (4, 1)),
+        "start beyond int64": (huge.SerializeToString(), (4, 1)),
+        "undecodable attribute": (bad_attribute, (4, 1)),
+        "bad resource": (_bad_resource(_mixed(6).SerializeToString()), (0, 5)),
+        "name not UTF-8": (bad_name, "400"),
+    }
+    for label, (body, expected) in cases.items():
+        assert _reference_ack(body) == expected, label
+        assert _ack(body) == expected, label
+        assert otlp_columnar.count_valid(body) is None, label
+
+
+def test_empty_and_spanless_requests(scanner: str) -> None:
     assert len(otlp_proto.parse_requests([b""])) == 0
     request = ExportTraceServiceRequest()
     request.resource_spans.add().scope_spans.add()

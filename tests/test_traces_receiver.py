@@ -212,3 +212,31 @@ def test_spool_torn_tail_is_ignored(tmp_path: Path) -> None:
     with open(segment.path, "ab") as handle:
         handle.write(b"OTp\x00\x00\x00\x09\x00\x00")  # a record cut short by a crash
     assert list(spool.read_segment(segment.path)) == [(b"j", b"{}"), (b"p", b"abc")]
+
+
+def test_acknowledgement_counts_exactly_the_spans_publishing_rejects(tmp_path: Path) -> None:
+    """A span without a start time among valid spans (also one hidden behind another span's
+    repeated start time): the ack's rejected count is what the lake's quarantine gets."""
+    from ingest import otlp_wire
+    from tests.traces_support import BASE_NS
+
+    lake = Lake(tmp_path / "lake")
+    receiver = Receiver(lake, config=ReceiverConfig(**{"flush_seconds": 3600.0, "flush_spans": 10**9}))
+    plain = make_request(service="x", spans=6, seed=31)
+    plain.resource_spans[0].scope_spans[0].spans[4].ClearField("start_time_unix_nano")
+    hidden = make_request(service="x", spans=5, seed=32)
+    hidden.resource_spans[0].scope_spans[0].spans[0].ClearField("start_time_unix_nano")
+    outer = otlp_wire.OuterRequest.FromString(hidden.SerializeToString())
+    spans = outer.resource_spans[0].scope_spans[0].spans
+    spans[3] = spans[3] + b"\x39" + (BASE_NS + 7).to_bytes(8, "little")  # a second start time
+    outcomes = [receiver.accept(body, kind=spool.KIND_PROTOBUF)
+                for body in (plain.SerializeToString(), outer.SerializeToString())]
+    assert [(o.status, o.rejected) for o in outcomes] == [(200, 1), (200, 1)]
+    assert all("startTimeUnixNano is missing" in o.message for o in outcomes)
+    receiver.flush()
+    receiver.close()
+    assert len(_lake_span_ids(lake.root)) == (6 - 1) + (5 - 1)
+    import pyarrow.parquet as pq
+
+    reasons = [r for f in lake.quarantine_dir().glob("*.parquet") for r in pq.read_table(f).column("reason").to_pylist()]
+    assert reasons == ["span: startTimeUnixNano is missing"] * 2

@@ -13,10 +13,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 BASE_NS = 1_794_268_800_000_000_000  # 2026-11-10T00:00:00Z
+
+
+@pytest.fixture(params=["compiled", "numpy"])
+def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with the compiled wire scanner, then with the numpy one."""
+    from ingest import otlp_columnar
+
+    if request.param == "numpy":
+        monkeypatch.setattr(otlp_columnar, "COMPILED", None)
+    elif otlp_columnar.COMPILED is None:
+        pytest.skip("ingest._otlpscan is not built (no C compiler at install time)")
+    return str(request.param)
 
 
 def make_request(
