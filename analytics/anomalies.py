@@ -13,11 +13,15 @@ What is scored
 
 Reading
     One scan (``load_minutes``): the ``edges_1m`` rollup for the dates it holds (raw
-    ``requests`` for the others and for a window end inside a minute), hashed to integer series
-    ids in DuckDB; the per-edge and per-service sums and the p50/p99 (nearest rank of the merged
-    latency sketch, 1% relative error) are then one sort each in numpy. Series with fewer than
-    ``min_series_requests`` requests so far are left out until they reach it.
-    Rolling statistics run per series (polars ``over``), so minutes of two series never mix.
+    ``requests`` only for the others and for a window end inside a minute, so a rolled-up day
+    costs no raw scan), hashed to integer series ids in DuckDB against the edge list of the day
+    rollup; the per-edge and per-service sums and the p50/p99 (nearest rank of the merged
+    latency sketch, 1% relative error) are then one sort in numpy (the per-service merge finds
+    its rows in sorted runs). Series with fewer than ``min_series_requests`` requests so far are
+    left out until they reach it. Rolling statistics run per series (polars ``over``), so
+    minutes of two series never mix; medians run on gap-free rows where a series' nulls lead it.
+    scikit-learn (seconds of import) is imported on first use, in a background thread that
+    ``detect`` starts so the import overlaps the reading and the features.
 
 Causal
     The forest that scores minute m was fitted only on minutes before the last refit boundary
@@ -49,6 +53,8 @@ seen so far); an alert silences the series for ``refractory_fraction`` of its le
 from __future__ import annotations
 
 import math
+import sys
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -57,15 +63,55 @@ from typing import Any
 import duckdb
 import numpy as np
 import polars as pl
-from sklearn.ensemble import IsolationForest
 
 from analytics import sketch
-from analytics.series_detector import training_rows
 from meshlens.timewin import Window, iso
 
 SIGNALS = ("rate", "err", "cerr", "p50", "p99", "bytes")
 SIGNAL_WORDS = {"rate": "request rate", "err": "5xx ratio", "cerr": "4xx ratio",
                 "p50": "p50", "p99": "p99", "bytes": "bytes"}
+
+
+def IsolationForest(**options: Any) -> Any:  # noqa: N802 (stands in for the class)
+    """scikit-learn's IsolationForest, imported on first use: the import alone costs seconds of CPU."""
+    from sklearn.ensemble import IsolationForest as forest
+
+    return forest(**options)
+
+
+def training_rows(end: int, limit: int, rng: np.random.Generator) -> np.ndarray:
+    """``analytics.series_detector.training_rows`` (imported on first use: it imports scikit-learn)."""
+    from analytics.series_detector import training_rows as rows
+
+    return rows(end, limit, rng)
+
+
+_WARMING: list[threading.Thread] = []
+
+
+def warm_up() -> None:
+    """Import scikit-learn in a background thread, overlapping the reading and feature building.
+
+    The import is Python work under the GIL while DuckDB and polars run without it, so on two
+    cores most of its second or more disappears from the wall time. ``detect`` calls this.
+    """
+    if "sklearn.ensemble" in sys.modules or _WARMING:
+        return
+    thread = threading.Thread(target=_import_forest, name="meshlens-sklearn-import", daemon=True)
+    _WARMING.append(thread)
+    thread.start()
+
+
+def _import_forest() -> None:
+    import sklearn.ensemble  # noqa: F401
+
+    import analytics.series_detector  # noqa: F401
+
+
+def _finish_warm_up() -> None:
+    """Wait for the background import (an import left running at interpreter exit is unsafe)."""
+    for thread in _WARMING:
+        thread.join()
 
 
 @dataclass(frozen=True)
@@ -322,7 +368,11 @@ SERIES = "series_id"
 def detect(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None = None,
            env: str | None = None, config: LakeConfig = LakeConfig()) -> list[Incident]:
     """Incidents in ``window`` over every service and edge (or one service and the edges into it)."""
-    scored = score_lake(conn, window=window, service=service, env=env, config=config)
+    warm_up()
+    try:
+        scored = score_lake(conn, window=window, service=service, env=env, config=config)
+    finally:
+        _finish_warm_up()
     if scored.is_empty():
         return []
     episodes = _episodes(scored, config)
@@ -379,54 +429,137 @@ def load_minutes(conn: duckdb.DuckDBPyConnection, *, window: Window, service: st
     Returns ``(minutes, series)``: minutes has ``series_id, minute, requests, errors_5xx,
     client_errors_4xx, bytes, p50_ms, p99_ms``; series has ``series_id`` and ``kind`` ('service'
     or 'edge'), ``caller`` ('' for a service), ``service``, ``env``, ``sid`` (the display name).
-    The scan reads ``edges_1m`` for the dates it holds and raw ``requests`` for the others (and
-    for a window end inside a minute); percentiles are nearest-rank reads of the latency sketch
-    (analytics.sketch, 1% relative error), merged per minute for each service and each edge.
+    The scan reads ``edges_1m`` for the dates it holds and raw ``requests`` only for the others
+    (and for a window end inside a minute); percentiles are nearest-rank reads of the latency
+    sketch (analytics.sketch, 1% relative error), merged per minute for each service and each
+    edge. The list of edges comes from the day rollup (a few rows per edge) and is checked
+    against the scanned rows: an edge it lacks makes the reader fall back to a full DISTINCT.
     """
-    sql, params = _source_sql(conn, window=window, service=service, env=env)
+    plan = _source_plan(conn, window=window, service=service, env=env)
+    sql, params = _source_sql(plan)
     key = "hash(caller, service, env)"
-    edges = conn.sql(f"SELECT DISTINCT {key} AS h, caller, service, env FROM ({sql}) ORDER BY caller, service, env",
-                     params=params).pl()
-    rows = conn.sql(f"SELECT {key} AS h, (epoch(minute) // 60)::BIGINT AS m, k, c, r, e5, e4, b FROM ({sql})",
-                    params=params).fetchnumpy()
+    rows = conn.sql(f"SELECT {key} AS h, (epoch_us(minute) // 60000000)::BIGINT AS m, k, c, r, e5, e4, b "
+                    f"FROM ({sql})", params=params).fetchnumpy()
     rows = {name: np.asarray(col) for name, col in rows.items()}
-    hashes = edges.get_column("h").to_numpy()
-    order = np.argsort(hashes)
-    rows["eid"] = order[np.searchsorted(hashes, rows.pop("h"), sorter=order)]
+    edges = _edge_list(conn, plan)
+    eid = _edge_ids(edges, rows["h"])
+    if eid is None:  # the day rollup lacks an edge the scan holds: list the scan's own edges
+        edges = conn.sql(f"SELECT DISTINCT {key} AS h, caller, service, env FROM ({sql}) {EDGE_ORDER}",
+                         params=params).pl()
+        eid = _edge_ids(edges, rows["h"])
+    rows["eid"] = eid
+    del rows["h"]
     return _minute_rows(edges.drop("h"), rows)
 
 
-def _source_sql(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None,
-                env: str | None) -> tuple[str, list[object]]:
-    """Minute sketch rows (caller, service, env, minute, k, c, r, e5, e4, b): rollup dates, then raw rows."""
-    from analytics.red import where_sql  # the window/partition filter the metrics engineer maintains
+EDGE_ORDER = "ORDER BY service, env, caller"
+"""Edges of one service get neighbouring ids, so the per-service merge finds its rows in sorted runs."""
 
+
+def _edge_ids(edges: pl.DataFrame, row_hashes: np.ndarray) -> np.ndarray | None:
+    """Index into ``edges`` of each row's edge hash; None when a hash is not in ``edges``."""
+    hashes = edges.get_column("h").to_numpy()
+    if len(hashes) == 0:
+        return None if len(row_hashes) else np.zeros(0, dtype=np.int64)
+    order = np.argsort(hashes)
+    at = np.minimum(np.searchsorted(hashes, row_hashes, sorter=order), len(hashes) - 1)
+    return order[at] if np.array_equal(hashes[order][at], row_hashes) else None
+
+
+@dataclass(frozen=True)
+class _SourcePlan:
+    """Where each part of a window is read from: ``edges_1m`` for rolled dates, raw rows elsewhere."""
+
+    filters: dict[str, str]
+    rolled: list[str]  # dates read from the rollup over ``rollup_window``
+    rollup_window: Window | None
+    raw_windows: list[Window]  # read from raw requests (dates without a rollup, the minute holding the end)
+
+
+def _source_plan(conn: duckdb.DuckDBPyConnection, *, window: Window, service: str | None,
+                 env: str | None) -> _SourcePlan:
     filters = {col: value for col, value in (("service", service), ("env", env)) if value}
     end_floor = _floor_minute(window.end)
     rolled = _rollup_dates(conn, Window(window.start, max(end_floor, window.start)))
-    in_dates = ", ".join(f"DATE '{d}'" for d in rolled)
-    raw_only = f"AND (date NOT IN ({in_dates}) OR ts >= {_ts_sql(end_floor)})" if rolled else ""
+    if not rolled or end_floor <= window.start:
+        return _SourcePlan(filters, [], None, [window])
+    raw: list[Window] = []
+    day = window.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    while day < window.end:  # whole dates without a rollup, clipped to the window
+        nxt = day + timedelta(days=1)
+        if day.date().isoformat() not in rolled:
+            _append_window(raw, Window(max(day, window.start), min(nxt, window.end)))
+        day = nxt
+    if end_floor < window.end:
+        _append_window(raw, Window(end_floor, window.end))
+    return _SourcePlan(filters, rolled, Window(window.start, end_floor), raw)
+
+
+def _append_window(windows: list[Window], part: Window) -> None:
+    """Add ``part`` (windows come in time order), merging it into the last one when they touch."""
+    if windows and windows[-1].end >= part.start:
+        windows[-1] = Window(windows[-1].start, max(windows[-1].end, part.end))
+    else:
+        windows.append(part)
+
+
+def _source_sql(plan: _SourcePlan) -> tuple[str, list[object]]:
+    """Minute sketch rows (caller, service, env, minute, k, c, r, e5, e4, b): rollup dates, then raw rows."""
+    from analytics.red import where_sql  # the window/partition filter the metrics engineer maintains
+
     parts, params = [], []
-    if rolled and end_floor > window.start:
-        where, p = where_sql("minute", window=Window(window.start, end_floor), filters=filters)
+    if plan.rollup_window is not None:
+        where, p = where_sql("minute", window=plan.rollup_window, filters=plan.filters)
         parts.append(f"""
             SELECT coalesce(caller, 'unknown') AS caller, coalesce(service, '') AS service, coalesce(env, '') AS env,
                    minute, coalesce(lat_key, {sketch.ZERO_KEY})::SMALLINT AS k, duration_count AS c, requests AS r,
                    errors_5xx AS e5, client_errors_4xx AS e4, coalesce(bytes_in, 0) + coalesce(bytes_out, 0) AS b
-            FROM edges_1m WHERE {where} AND date IN ({in_dates})""")
+            FROM edges_1m WHERE {where} AND date IN ({_dates_sql(plan.rolled)})""")
         params += p
-    where, p = where_sql("ts", window=window, filters=filters)
-    parts.append(f"""
-        SELECT coalesce(caller, 'unknown') AS caller, coalesce(service, '') AS service, coalesce(env, '') AS env,
-               date_trunc('minute', ts) AS minute, coalesce({sketch.key_sql('duration_ms')}, {sketch.ZERO_KEY})::SMALLINT AS k,
-               count(duration_ms) AS c, count(*) AS r,
-               count(*) FILTER (WHERE status BETWEEN 500 AND 599) AS e5,
-               count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS e4,
-               sum(coalesce(bytes_in, 0) + coalesce(bytes_out, 0)) AS b
-        FROM requests WHERE {where} {raw_only}
-        GROUP BY ALL""")
-    params += p
+    for raw in plan.raw_windows:
+        where, p = where_sql("ts", window=raw, filters=plan.filters)
+        parts.append(f"""
+            SELECT coalesce(caller, 'unknown') AS caller, coalesce(service, '') AS service, coalesce(env, '') AS env,
+                   date_trunc('minute', ts) AS minute, coalesce({sketch.key_sql('duration_ms')}, {sketch.ZERO_KEY})::SMALLINT AS k,
+                   count(duration_ms) AS c, count(*) AS r,
+                   count(*) FILTER (WHERE status BETWEEN 500 AND 599) AS e5,
+                   count(*) FILTER (WHERE status BETWEEN 400 AND 499) AS e4,
+                   sum(coalesce(bytes_in, 0) + coalesce(bytes_out, 0)) AS b
+            FROM requests WHERE {where}
+            GROUP BY ALL""")
+        params += p
     return " UNION ALL ".join(parts), params
+
+
+def _dates_sql(dates: list[str]) -> str:
+    return ", ".join(f"DATE '{d}'" for d in dates)
+
+
+def _edge_list(conn: duckdb.DuckDBPyConnection, plan: _SourcePlan) -> pl.DataFrame:
+    """(h, caller, service, env) of the edges of the plan's dates, from ``edges_1d`` and the raw windows.
+
+    Far fewer rows than the minute scan; may hold edges without a row in the window (harmless).
+    """
+    from analytics.red import where_sql
+
+    key = "hash(caller, service, env) AS h, caller, service, env"
+    names = "coalesce(caller, 'unknown') AS caller, coalesce(service, '') AS service, coalesce(env, '') AS env"
+    parts, params = [], []
+    if plan.rollup_window is not None:
+        where, p = where_sql("day", window=_whole_days(plan.rollup_window), filters=plan.filters)
+        parts.append(f"SELECT {names} FROM edges_1d WHERE {where} AND date IN ({_dates_sql(plan.rolled)})")
+        params += p
+    for raw in plan.raw_windows:
+        where, p = where_sql("ts", window=raw, filters=plan.filters)
+        parts.append(f"SELECT {names} FROM requests WHERE {where}")
+        params += p
+    return conn.sql(f"SELECT DISTINCT {key} FROM ({' UNION ALL '.join(parts)}) {EDGE_ORDER}", params=params).pl()
+
+
+def _whole_days(window: Window) -> Window:
+    start = window.start.replace(hour=0, minute=0, second=0, microsecond=0)
+    end = (window.end - timedelta(microseconds=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return Window(start, end + timedelta(days=1))
 
 
 def _rollup_dates(conn: duckdb.DuckDBPyConnection, window: Window) -> list[str]:
@@ -442,46 +575,84 @@ def _ts_sql(moment: datetime) -> str:
 
 
 def _minute_rows(edges: pl.DataFrame, rows: dict[str, np.ndarray]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Sum the sketch rows per (edge, minute) and per (service, minute); read p50/p99."""
-    edges = edges.with_row_index("eid")
-    services = edges.select("service", "env").unique(maintain_order=True).with_row_index("svc")
-    edges = edges.join(services, on=["service", "env"], how="left", maintain_order="left")
-    n_edges = len(edges)
+    """Sum the sketch rows per (edge, minute) and per (service, minute); read p50/p99.
+
+    ``edges`` come in ``EDGE_ORDER`` and ``rows["eid"]`` indexes them. The series ids number
+    the edges that have rows by (caller, service, env), then their services in order of first
+    appearance, as the detector always has: the forest's training sample follows row order.
+    """
+    eid = np.asarray(rows.get("eid", np.zeros(0)), dtype=np.int64)
+    listed = edges.with_row_index("pos").filter(pl.Series(np.bincount(eid, minlength=len(edges)) > 0))
+    named = listed.sort("caller", "service", "env").with_row_index("eid")
+    services = named.select("service", "env").unique(maintain_order=True).with_row_index("svc")
+    named = named.join(services, on=["service", "env"], how="left", maintain_order="left")
+    n_edges = len(named)
     series = pl.concat([
-        edges.select(pl.col("eid").cast(pl.Int64).alias("series_id"), pl.lit("edge").alias("kind"), "caller", "service", "env"),
+        named.select(pl.col("eid").cast(pl.Int64).alias("series_id"), pl.lit("edge").alias("kind"), "caller", "service", "env"),
         services.select((pl.col("svc").cast(pl.Int64) + n_edges).alias("series_id"), pl.lit("service").alias("kind"),
                         pl.lit("").alias("caller"), "service", "env")])
     sid = pl.when(pl.col("kind") == "edge").then(pl.col("caller") + " -> " + pl.col("service")).otherwise(pl.col("service"))
     series = series.with_columns(sid.alias("sid"))
-    if len(rows.get("eid", ())) == 0:
+    if len(eid) == 0:
         return _empty_minutes(), series
-    to_service = edges.get_column("svc").to_numpy().astype(np.int64) + n_edges
-    eid = rows["eid"].astype(np.int64)
-    frames = [_merge_sketch_rows(eid, rows), _merge_sketch_rows(to_service[eid], rows)]
-    return pl.concat(frames), series
+    return _merge_minutes(eid, rows, edges=edges, named=named, n_edges=n_edges), series
 
 
-def _merge_sketch_rows(gid: np.ndarray, rows: dict[str, np.ndarray]) -> pl.DataFrame:
-    """Per (gid, minute): summed measures and nearest-rank p50/p99 from the merged sketch (numpy, one sort)."""
-    m = rows["m"].astype(np.int64)
-    m0 = int(m.min())
-    k = rows["k"].astype(np.int64) - sketch.ZERO_KEY  # >= 0
-    group = gid * (int(m.max()) - m0 + 1) + (m - m0)
-    order = np.argsort(group * 65536 + k)
-    group, k = group[order], k[order]
+def _merge_minutes(eid: np.ndarray, rows: dict[str, np.ndarray], *, edges: pl.DataFrame, named: pl.DataFrame,
+                   n_edges: int) -> pl.DataFrame:
+    """Both merges on one sort: rows by (edge position, minute, key) are sorted runs per service."""
+    pos = named.get_column("pos").to_numpy().astype(np.int64)
+    edge_series = np.full(len(edges), -1, dtype=np.int64)
+    edge_series[pos] = named.get_column("eid").to_numpy()
+    new_service = (pl.col("service") != pl.col("service").shift()) | (pl.col("env") != pl.col("env").shift())
+    service_rank = edges.select(new_service.fill_null(True).cast(pl.Int64).cum_sum() - 1).to_series().to_numpy()
+    service_series = np.full(int(service_rank.max()) + 1, -1, dtype=np.int64)
+    service_series[service_rank[pos]] = named.get_column("svc").to_numpy().astype(np.int64) + n_edges
+    m0 = int(rows["m"].min())
+    span = (int(rows["m"].max()) - m0 + 1) << 16  # key = (id * minutes + minute) * 65536 + latency key
+    within = ((rows["m"] - m0) << 16) + (rows["k"].astype(np.int64) - sketch.ZERO_KEY)
+    measures = {name: rows[col] for name, col in (("requests", "r"), ("errors_5xx", "e5"),
+                                                  ("client_errors_4xx", "e4"), ("bytes", "b"), ("c", "c"))}
+    by_edge = _sort_order(eid * span + within)
+    if by_edge is not None:
+        eid, within = eid[by_edge], within[by_edge]
+        measures = {name: col[by_edge] for name, col in measures.items()}
+    return pl.concat([_merge_sketch_rows(gid * span + within, ids=ids, span=span, m0=m0, measures=measures)
+                      for gid, ids in ((eid, edge_series), (service_rank[eid], service_series))])
+
+
+def _sort_order(key: np.ndarray) -> np.ndarray | None:
+    """Sorting permutation of ``key`` (None when already sorted); a merge sort when it is mostly sorted runs."""
+    descents = int(np.count_nonzero(key[1:] < key[:-1]))
+    if descents == 0:
+        return None
+    return np.argsort(key, kind="stable" if descents < len(key) // 16 else "quicksort")
+
+
+def _merge_sketch_rows(key: np.ndarray, *, ids: np.ndarray, span: int, m0: int,
+                       measures: dict[str, np.ndarray]) -> pl.DataFrame:
+    """Per (gid, minute) of ``key``: summed measures and nearest-rank p50/p99 from the merged sketch (numpy).
+
+    ``key`` is (gid * minutes + minute) * 65536 + latency key; the output's ``series_id`` is ``ids[gid]``.
+    """
+    order = _sort_order(key)
+    take = (lambda col: col) if order is None else (lambda col: col[order])  # noqa: E731
+    key = take(key)
+    group = key >> 16
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    sums = {name: np.add.reduceat(rows[col].astype(np.float64)[order], starts)
-            for name, col in (("requests", "r"), ("errors_5xx", "e5"), ("client_errors_4xx", "e4"), ("bytes", "b"))}
-    counts = rows["c"].astype(np.int64)[order]
+    sums = {name: np.add.reduceat(take(col), starts).astype(np.float64, copy=False)
+            for name, col in measures.items() if name != "c"}
+    counts = take(measures["c"])
     cum = np.cumsum(counts)
     tot = np.add.reduceat(counts, starts)
     before = cum[starts] - counts[starts]
-    out = {"series_id": gid[order][starts], "m": m[order][starts], **sums}
+    first = key[starts]
+    out = {"series_id": ids[first // span], "m": (first % span >> 16) + m0, **sums}
     for name, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
         frac = Fraction(str(q))
         rank = np.maximum(1, (tot * frac.numerator + frac.denominator - 1) // frac.denominator)
         at = np.minimum(np.searchsorted(cum, before + rank, side="left"), len(cum) - 1)
-        value = _estimate(k[at] + sketch.ZERO_KEY)
+        value = _estimate((key[at] & 0xFFFF) + sketch.ZERO_KEY)
         out[name] = np.where(tot > 0, value, np.nan)
     frame = pl.DataFrame(out)
     return frame.with_columns(pl.from_epoch(pl.col("m") * 60, time_unit="s").dt.cast_time_unit("us")
@@ -565,15 +736,15 @@ def _lake_features(dense: pl.DataFrame, config: LakeConfig) -> pl.DataFrame:
         *[pl.col(f"{n}_ms").clip(0.01).log().forward_fill().rolling_median(window_size=k, min_samples=1)
           .over(SERIES).alias(f"l_{n}") for n in ("p50", "p99")])
     names = ("rate", "bytes", "p50", "p99")
-    frame = frame.with_columns([_lagged_median(pl.col(f"l_{n}"), w, lag).alias(f"b_{n}") for n in names])
+    frame = _with_lagged_medians(frame, {f"b_{n}": pl.col(f"l_{n}") for n in names}, window=w, lag=lag)
     floors = {"rate": 0.1, "bytes": 0.1, "p50": 0.05, "p99": 0.05}
-    frame = frame.with_columns([pl.max_horizontal(
-        _lagged_median((pl.col(f"l_{n}") - pl.col(f"b_{n}")).abs(), w, lag) * 1.4826, pl.lit(floors[n])).alias(f"s_{n}")
-        for n in names])
-    frame = frame.with_columns([
-        ((pl.col(col).shift(lag).rolling_sum(window_size=w, min_samples=w // 4).over(SERIES) + 1)
-         / (pl.col("requests").shift(lag).rolling_sum(window_size=w, min_samples=w // 4).over(SERIES) + 100))
-        .alias(f"p0_{name}") for name, col in (("err", "errors_5xx"), ("cerr", "client_errors_4xx"))])
+    frame = _with_lagged_medians(frame, {f"mad_{n}": (pl.col(f"l_{n}") - pl.col(f"b_{n}")).abs() for n in names},
+                                 window=w, lag=lag)
+    frame = frame.with_columns([pl.max_horizontal(pl.col(f"mad_{n}") * 1.4826, pl.lit(floors[n])).alias(f"s_{n}")
+                                for n in names]).drop([f"mad_{n}" for n in names])
+    lagged_sum = lambda col: pl.col(col).rolling_sum(window_size=w, min_samples=w // 4).shift(lag).over(SERIES)  # noqa: E731
+    frame = frame.with_columns([((lagged_sum(col) + 1) / (lagged_sum("requests") + 100)).alias(f"p0_{name}")
+                                for name, col in (("err", "errors_5xx"), ("cerr", "client_errors_4xx"))])
     frame = _slow_features(frame, config)
     evidence = (pl.col("n_k") / 20.0).clip(0.0, 1.0).sqrt()  # latency of few requests is weak evidence
     feats = frame.with_columns(
@@ -588,6 +759,45 @@ def _lake_features(dense: pl.DataFrame, config: LakeConfig) -> pl.DataFrame:
     return feats.with_columns(_significance(config).alias("significant"),
                               _significance(config, holding=True).alias("holding"),
                               _minute_bad().fill_null(False).alias("minute_bad"))
+
+
+def _with_lagged_medians(frame: pl.DataFrame, exprs: dict[str, pl.Expr], *, window: int, lag: int,
+                         least: int | None = None) -> pl.DataFrame:
+    """``frame`` plus ``_lagged_median`` of each expression (``lag`` 0: a trailing rolling median).
+
+    Nulls cost: polars' null-skipping rolling median is about twice as slow. Baselines and the
+    deviations from them are null only in a series' first minutes (too little history yet);
+    without those rows every window holds the same non-null values, so the median runs on
+    gap-free data and is scattered back, then shifted by ``lag`` inside the series. Series
+    with nulls after a value (minutes without traffic) take the null-skipping median, alone.
+    """
+    least = window // 4 if least is None else least
+    values = frame.select(pl.col(SERIES), **exprs)
+    sid = values.get_column(SERIES).to_numpy()
+    same = sid[1:] == sid[:-1]
+    index = np.arange(len(sid))
+    position = index - np.maximum.accumulate(np.where(np.r_[True, ~same], index, 0))  # row within its series
+    columns = []
+    for name in exprs:
+        col = values.get_column(name)
+        valid = col.is_not_null().to_numpy()
+        holed = np.isin(sid, np.unique(sid[:-1][valid[:-1] & ~valid[1:] & same]))  # a null after a value
+        full = np.full(len(col), np.nan)
+        for rows, median in ((valid & ~holed, _rolling_median_rows), (holed, _rolling_median_rows)):
+            if rows.any():
+                full[rows] = median(sid[rows], col.filter(pl.Series(rows)), window=window, least=least)
+        shifted = np.full(len(col), np.nan)
+        shifted[lag:] = full[: len(col) - lag]
+        shifted[position < lag] = np.nan
+        columns.append(pl.Series(name, shifted).fill_nan(None))
+    return frame.with_columns(columns)
+
+
+def _rolling_median_rows(sid: np.ndarray, values: pl.Series, *, window: int, least: int) -> np.ndarray:
+    """Rolling median of ``values`` within each series (NaN where fewer than ``least`` values)."""
+    kept = pl.DataFrame({SERIES: sid, "v": values})
+    median = kept.select(pl.col("v").rolling_median(window_size=window, min_samples=least).over(SERIES))
+    return median.to_series().fill_null(np.nan).to_numpy()
 
 
 def _lagged_median(expr: pl.Expr, window: int, lag: int, *, least: int | None = None) -> pl.Expr:
@@ -611,13 +821,12 @@ def _slow_features(frame: pl.DataFrame, config: LakeConfig) -> pl.DataFrame:
     w, lag, long = config.recent_minutes, config.baseline_lag_minutes, config.long_minutes
     frame = frame.with_columns(pl.when(pl.col("requests") > 0).then(pl.col("p50_ms").clip(0.01).log()).alias("x_p50"))
     x = pl.col("x_p50")
-    frame = frame.with_columns(
-        x.rolling_median(window_size=long, min_samples=3).over(SERIES).alias("l_slow"),
+    frame = _with_lagged_medians(frame, {"l_slow": x}, window=long, lag=0, least=3).with_columns(
         x.is_not_null().cast(pl.Float64).rolling_sum(window_size=long, min_samples=1).over(SERIES).alias("m_slow"),
-        pl.col("requests").rolling_sum(window_size=long, min_samples=1).over(SERIES).alias("n_slow"),
-        _lagged_median(x, w, lag, least=w // 8).alias("b_slow"))
-    frame = frame.with_columns(pl.max_horizontal(
-        _lagged_median((x - pl.col("b_slow")).abs(), w, lag, least=w // 8) * 1.4826, pl.lit(0.05)).alias("s_slow"))
+        pl.col("requests").rolling_sum(window_size=long, min_samples=1).over(SERIES).alias("n_slow"))
+    frame = _with_lagged_medians(frame, {"b_slow": x}, window=w, lag=lag, least=w // 8)
+    frame = _with_lagged_medians(frame, {"mad_slow": (x - pl.col("b_slow")).abs()}, window=w, lag=lag, least=w // 8)
+    frame = frame.with_columns(pl.max_horizontal(pl.col("mad_slow") * 1.4826, pl.lit(0.05)).alias("s_slow")).drop("mad_slow")
     scale = 1.25 * pl.col("s_slow") / pl.max_horizontal(pl.col("m_slow"), pl.lit(1.0)).sqrt()
     return frame.with_columns(((pl.col("l_slow") - pl.col("b_slow")) / scale).alias("z_slow"))
 
@@ -739,8 +948,9 @@ def _fit_rank_rows(train: np.ndarray, reference: np.ndarray, rows: np.ndarray, c
     model = IsolationForest(n_estimators=config.n_estimators, max_samples=min(256, len(train)),
                             random_state=config.seed)
     model.fit(train)
-    ranked = np.sort(-model.score_samples(reference))
-    return np.searchsorted(ranked, -model.score_samples(rows), side="right") / len(ranked)
+    scores = -model.score_samples(np.concatenate([reference, rows]))  # one pass: each row's score is its own
+    ranked = np.sort(scores[: len(reference)])
+    return np.searchsorted(ranked, scores[len(reference):], side="right") / len(ranked)
 
 
 # --------------------------------------------------------------------------------------
@@ -763,7 +973,9 @@ class _Episode:
 def _episodes(scored: pl.DataFrame, config: LakeConfig) -> list[_Episode]:
     """Runs of flagged minutes per series (gaps up to merge_gap, at least min_minutes flagged)."""
     out = []
-    for (sid, env), group in scored.filter(pl.col("flagged")).group_by(["sid", "env"], maintain_order=True):
+    flagged = scored.filter(pl.col("flagged"))
+    scored = scored.join(flagged.select("sid", "env").unique(), on=["sid", "env"], how="semi", maintain_order="left")
+    for (sid, env), group in flagged.group_by(["sid", "env"], maintain_order=True):
         steps = group.get_column("step").to_numpy()
         for lo, hi in _step_runs(steps, gap=config.merge_gap_minutes):
             part = group.slice(lo, hi - lo)

@@ -7,13 +7,18 @@ Two lakes, each with its rollups built:
 - ``10M``: one day of 10,000,000 synthetic requests (bench.metrics.synthesize, a few hundred
   services with Zipf-skewed traffic).
 
-On each it times ``detect`` over the last 24 h twice in the same run: the current code and, as
-the baseline, the detector as committed at ``--baseline-rev`` (read with ``git show``, loaded
-as a module; skipped when git or the revision is not there). Wall and CPU (process time, all
-threads) are both reported: the machine may be shared, and CPU time is the honest figure then.
+On each it times ``detect`` over the last 24 h in the same run, ``--repeat`` times, alternating
+the current code and, as the baseline, the detector as committed at ``--baseline-rev`` (read
+with ``git show``, loaded as a module; skipped when git or the revision is not there), keeping
+each one's best wall and CPU. Wall and CPU (process time, all threads) are both reported: the
+machine may be shared, and CPU time is the honest figure then (the load average is printed).
+Both see scikit-learn already imported; the whole command, imports included, is timed on the
+demo lake as ``meshlens anomalies`` in a child process (CPU from the child's rusage), the
+baseline through a shim that installs the baseline module first. Each lake's incident lists
+are compared: "same as before" means every incident, reason and score is identical.
 
     python -m bench.anomalies [--demo-lake DIR] [--big-lake DIR] [--keep DIR] [--baseline-rev REV]
-                              [--skip-big] [--skip-baseline]
+                              [--repeat N] [--skip-big] [--skip-baseline] [--skip-cli]
 
 Without ``--demo-lake``/``--big-lake`` the lakes are built under ``--keep`` (default: a
 temporary folder), which takes a few minutes; pass existing lakes to time only.
@@ -23,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -38,8 +45,8 @@ from meshlens.timewin import Window
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "anomalies.md"
-BASELINE_REV = "9ca1ae2"
-"""The commit before the one-scan reader, the pruned series and the batched forest."""
+BASELINE_REV = "123768d"
+"""Session 2's detector (one scan, one forest across series); session 3 made it cheaper, same incidents."""
 BIG_ROWS = 10_000_000
 BIG_END = datetime(2026, 11, 11, tzinfo=timezone.utc)
 
@@ -124,37 +131,101 @@ def found(incidents: list[Any], truth: Any) -> str:
     return ", ".join(names) or "none"
 
 
-def run(lakes: list[tuple[str, Lake, datetime, Any]], baseline: ModuleType | None) -> list[dict[str, Any]]:
-    """Time the current detector and the baseline on every lake."""
+def run(lakes: list[tuple[str, Lake, datetime, Any]], baseline: ModuleType | None, *,
+        repeat: int) -> list[dict[str, Any]]:
+    """Time the current detector and the baseline on every lake, alternating, best of ``repeat``."""
     from analytics import anomalies
 
     rows = []
     for name, lake, end, truth in lakes:
         requests = catalog.connect(lake).execute("SELECT count(*) FROM requests").fetchall()[0][0]
-        for label, module in (("after", anomalies), ("before", baseline)):
-            if module is None:
-                continue
-            wall, cpu, incidents = time_detect(module, lake, end)
-            rows.append({"lake": name, "requests": requests, "code": label, "wall_s": wall, "cpu_s": cpu,
-                         "incidents": len(incidents), "planted_found": found(incidents, truth)})
-            print(f"  {name} {label}: {wall:.1f} s wall, {cpu:.1f} s CPU, {len(incidents)} incidents", flush=True)
+        codes = [(label, module) for label, module in (("after", anomalies), ("before", baseline)) if module]
+        best: dict[str, dict[str, Any]] = {}
+        for _ in range(max(1, repeat)):
+            for label, module in codes:
+                wall, cpu, incidents = time_detect(module, lake, end)
+                print(f"  {name} {label}: {wall:.1f} s wall, {cpu:.1f} s CPU, {len(incidents)} incidents "
+                      f"(load {_load()})", flush=True)
+                row = best.setdefault(label, {"lake": name, "requests": requests, "code": label, "wall_s": wall,
+                                              "cpu_s": cpu, "incidents": len(incidents),
+                                              "planted_found": found(incidents, truth), "_list": incidents})
+                row["wall_s"], row["cpu_s"] = min(row["wall_s"], wall), min(row["cpu_s"], cpu)
+        if "before" in best:
+            same = _as_dicts(best["after"]["_list"]) == _as_dicts(best["before"]["_list"])
+            best["after"]["same"] = "yes" if same else "NO"
+        rows += [{k: v for k, v in best[label].items() if k != "_list"} for label, _ in codes]
     return rows
 
 
-def to_markdown(rows: list[dict[str, Any]], *, rev: str) -> str:
+def _as_dicts(incidents: list[Any]) -> list[dict[str, Any]]:
+    return [i.as_dict() for i in incidents]
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+SHIM = """import importlib.util, sys
+spec = importlib.util.spec_from_file_location("analytics.anomalies", sys.argv.pop(1))
+module = importlib.util.module_from_spec(spec)
+sys.modules["analytics.anomalies"] = module
+spec.loader.exec_module(module)
+module.__dict__.setdefault("warm_up", lambda: None)  # the CLI of today calls it; older detectors lack it
+import analytics
+analytics.anomalies = module
+from meshlens.cli import main
+sys.argv[0] = "meshlens"
+main()
+"""
+
+
+def time_cli(lake: Lake, end: datetime, baseline_file: Path | None) -> tuple[float, float]:
+    """(wall s, CPU s) of ``meshlens anomalies --json`` over the 24 h before ``end`` in a child process."""
+    args = ["anomalies", "--data", str(lake.root), "--now", end.strftime("%Y-%m-%dT%H:%MZ"), "--json"]
+    if baseline_file is None:
+        command = [sys.executable, "-c", "from meshlens.cli import main; import sys; sys.argv[0] = 'meshlens'; main()", *args]
+    else:
+        command = [sys.executable, "-c", SHIM, str(baseline_file), *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def run_cli(lake: Lake, end: datetime, baseline: ModuleType | None, *, repeat: int) -> list[dict[str, Any]]:
+    """The whole command on ``lake`` (imports included), alternating after/before, best of ``repeat``."""
+    files = [("after", None)] + ([("before", Path(baseline.__file__))] if baseline and baseline.__file__ else [])
+    best: dict[str, tuple[float, float]] = {}
+    for _ in range(max(1, repeat)):
+        for label, source in files:
+            wall, cpu = time_cli(lake, end, source)
+            print(f"  meshlens anomalies {label}: {wall:.1f} s wall, {cpu:.1f} s CPU (load {_load()})", flush=True)
+            old = best.get(label, (wall, cpu))
+            best[label] = (min(old[0], wall), min(old[1], cpu))
+    return [{"code": label, "wall_s": w, "cpu_s": c} for label, (w, c) in best.items()]
+
+
+def to_markdown(rows: list[dict[str, Any]], *, rev: str, cli: list[dict[str, Any]] | None = None,
+                load: str = "") -> str:
     """The results table, with the speed-up of each lake's 'after' over its 'before'."""
-    lines = ["# anomalies: `detect` over 24 h (wall and process CPU, same run)", "",
-             f"baseline ('before'): analytics/anomalies.py at {rev}", "",
-             "| lake | requests | code | wall s | CPU s | incidents | planted found |",
-             "|---|---:|---|---:|---:|---:|---|"]
+    lines = ["# anomalies: `detect` over 24 h (wall and process CPU, same run, best of the repeats)", "",
+             f"baseline ('before'): analytics/anomalies.py at {rev}; load average at the start: {load}", "",
+             "| lake | requests | code | wall s | CPU s | incidents | planted found | same incidents as before |",
+             "|---|---:|---|---:|---:|---:|---|---|"]
     for r in rows:
         lines.append(f"| {r['lake']} | {r['requests']:,} | {r['code']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} "
-                     f"| {r['incidents']} | {r['planted_found']} |")
+                     f"| {r['incidents']} | {r['planted_found']} | {r.get('same', '')} |")
     for lake in dict.fromkeys(r["lake"] for r in rows):
         pair = {r["code"]: r for r in rows if r["lake"] == lake}
         if {"before", "after"} <= pair.keys():
             lines.append(f"\n{lake}: {pair['before']['wall_s'] / pair['after']['wall_s']:.1f}x faster wall, "
                          f"{pair['before']['cpu_s'] / pair['after']['cpu_s']:.1f}x less CPU")
+    if cli:
+        lines += ["", "`meshlens anomalies --json` on the demo lake (a child process: imports, lake views, detect)", "",
+                  "| code | wall s | CPU s |", "|---|---:|---:|"]
+        lines += [f"| {r['code']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} |" for r in cli]
     return "\n".join(lines) + "\n"
 
 
@@ -166,7 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-rev", default=BASELINE_REV)
     parser.add_argument("--skip-big", action="store_true")
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--skip-cli", action="store_true", help="do not time the whole command")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each code per lake (best kept)")
     args = parser.parse_args(argv)
+    load = _load()
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-anomalies-"))
     root.mkdir(parents=True, exist_ok=True)
     lakes = [_demo_entry(args.demo_lake, root)]
@@ -174,7 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         big = Lake(args.big_lake) if args.big_lake else build_big(root)
         lakes.append(("10M", big, BIG_END, None))
     baseline = None if args.skip_baseline else baseline_module(args.baseline_rev)
-    text = to_markdown(run(lakes, baseline), rev=args.baseline_rev if baseline else "(not run)")
+    rows = run(lakes, baseline, repeat=args.repeat)
+    cli = None if args.skip_cli else run_cli(lakes[0][1], lakes[0][2], baseline, repeat=args.repeat)
+    text = to_markdown(rows, rev=args.baseline_rev if baseline else "(not run)", cli=cli, load=load)
     print(text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)

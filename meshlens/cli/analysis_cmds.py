@@ -54,6 +54,7 @@ def anomalies_cmd(data: str | None, since: str | None, until: str | None, window
         incidents = _series_incidents(series_file)
         scope: dict[str, Any] = {"series": series_file}
     else:
+        anomalies.warm_up()  # scikit-learn's import overlaps opening the lake and reading it
         conn = _connect(data)
         win = resolve_window(since, until, window, now)
         incidents = anomalies.detect(conn, window=win, service=_resolve_service(conn, service), env=env)
