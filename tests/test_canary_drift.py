@@ -50,16 +50,28 @@ def test_ar1_mean_variance_matches_the_definition():
     assert got[2] == pytest.approx((3 + 4 * phi + 2 * phi ** 2) / 9)
 
 
-def test_batch_variance_sees_drift_that_poisson_misses():
+def test_drift_bound_sees_drift_that_poisson_misses():
     rng = np.random.default_rng(11)
-    iid, drift = [], []
-    for _ in range(30):
-        for sd, out in ((0.0, iid), (0.4, drift)):
-            n_b, e_b, n_c, e_c = _drifting(rng, 480, rate=3000, ratio=1.0, drift_sd=sd)
-            poisson = 1 / (e_c.sum() + 0.5) + 1 / (e_b.sum() + 0.5)
-            out.append(canary.batch_variance(n_b, e_b, n_c, e_c)[-1] / poisson)
-    assert 0.6 < np.mean(iid) < 1.4  # independent minutes: about the Poisson variance
-    assert np.mean(drift) > 3 * np.mean(iid)  # drifting groups: several times more
+    calm, drifting = [], []
+    for _ in range(20):
+        for sd, out in ((0.0, calm), (0.4, drifting)):
+            arrays = _drifting(rng, 480, rate=3000, ratio=1.0, drift_sd=sd)
+            out.append(float(canary.drift_bound([arrays], phi=0.95, confidence=0.75)[-1]))
+    truth = 2 * 0.4 ** 2  # variance of the difference of two independent drifts of sd 0.4 (by hand)
+    assert np.median(calm) <= 0.05  # shared load and shocks only: the groups do not drift apart
+    assert np.mean(drifting) > 3 * max(np.mean(calm), 0.02)
+    assert sum(b >= truth for b in drifting) >= 12  # a ~75% upper limit: at or above the truth in ~15 of 20
+
+
+def test_pooled_drift_bound_is_tighter_than_one_metric():
+    rng = np.random.default_rng(12)
+    one, two = [], []
+    for _ in range(20):
+        first = _drifting(rng, 240, rate=300, ratio=1.0, drift_sd=0.0)
+        second = _drifting(rng, 240, rate=300, ratio=1.0, drift_sd=0.0)
+        one.append(float(canary.drift_bound([first], phi=0.95, confidence=0.75)[-1]))
+        two.append(float(canary.drift_bound([first, second], phi=0.95, confidence=0.75)[-1]))
+    assert np.mean(two) < np.mean(one)  # two metrics see the (absent) drift better than one
 
 
 def test_aa_under_per_group_drift_almost_never_rolls_back():
