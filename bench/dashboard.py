@@ -20,11 +20,17 @@ same run (all threads), the honest figure when other work shares the machine; ``
 is the sum of the cold run's uncached calls into analytics (fragments included). The slowest of
 those calls are listed. AppTest's wall time also holds its own polling (tenths of a second).
 
+Before the pages, the bench stores the default window's incidents and canary verdicts
+(analytics.findings.refresh, what ``meshlens ingest`` runs after the rollups; its wall and CPU
+time are reported), so ``placeholders`` is 0 when the pages read the store. The children take the
+code version the store was written with (``--code``): other engineers editing analytics while
+the bench runs would otherwise make the entries stale between pages. ``--no-store`` skips the store (the pages compute in the background, as before it existed).
+
 Baseline in the same run: the calls that used to scan raw rows (security, cost, principals,
 the newest request time) timed from the identity rollup and from raw rows, in one process
 (``raw=True`` is the old path), wall and CPU.
 
-    python -m bench.dashboard [--rows 10000000] [--keep DIR] [--pages Overview,Service]
+    python -m bench.dashboard [--rows 10000000] [--keep DIR] [--pages Overview,Service] [--server-warm]
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,7 +50,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from analytics import rollup
+from analytics import findings, rollup
 from bench.metrics import DAY, synthesize
 from meshlens.lake import Lake
 from meshlens.timewin import Window
@@ -155,12 +162,16 @@ def _warm_server(params: dict[str, str]) -> None:
         go.Figure([trace]).to_json()
 
 
-def measure(pages: list[str], *, lake: Lake, service: str, server_warm: bool = False) -> list[dict[str, Any]]:
+def measure(pages: list[str], *, lake: Lake, service: str, server_warm: bool = False,
+            store: bool = True) -> list[dict[str, Any]]:
     """Every page, each in its own fresh process."""
     rows = []
     env = {**os.environ, "MESHLENS_DATA": str(lake.root)}
     for page in pages:
+        if not store:
+            shutil.rmtree(findings.store_dir(lake), ignore_errors=True)
         extra = ["--server-warm"] if server_warm else []
+        extra += ["--code", findings.code_version()]
         out = subprocess.run([sys.executable, "-m", "bench.dashboard", "--child", page, "--service", service, *extra],
                              env=env, capture_output=True, text=True, check=False,
                              cwd=Path(__file__).resolve().parents[1])
@@ -170,6 +181,99 @@ def measure(pages: list[str], *, lake: Lake, service: str, server_warm: bool = F
         rows.append(json.loads(line))
         print(_row(rows[-1]), flush=True)
     return rows
+
+
+def precompute(lake: Lake) -> dict[str, Any]:
+    """Store the default window's incidents and verdicts from scratch, as ingest does: wall, CPU."""
+    shutil.rmtree(findings.store_dir(lake), ignore_errors=True)
+    started, cpu = time.perf_counter(), time.process_time()
+    keys = findings.refresh(lake)
+    out = {"wall_ms": (time.perf_counter() - started) * 1000, "cpu_ms": (time.process_time() - cpu) * 1000,
+           "window": f"{keys[0].start:%Y-%m-%d %H:%M} to {keys[0].end:%Y-%m-%d %H:%M}" if keys else "-",
+           "bytes": sum(p.stat().st_size for p in findings.store_dir(lake).glob("*.json"))}
+    print(f"stored the default window's findings in {out['wall_ms']:.0f} ms ({out['cpu_ms']:.0f} ms CPU)", flush=True)
+    return out
+
+
+# -- a real server and a real browser --------------------------------------------------------
+PINNED_SERVE = ("import os; from analytics import findings; code = os.environ['BENCH_FINDINGS_CODE']; "
+                "findings.code_version = lambda: code; from dashboard.serve import main; main()")
+"""dashboard.serve with analytics.findings.code_version pinned to the bench's (see the docstring)."""
+
+
+def real_first_visit(lake: Lake, *, page: str = "Overview", after_warm: bool = True) -> dict[str, Any]:
+    """A brand-new `meshlens dashboard` (real server), its first page in headless Chromium.
+
+    ``after_warm``: open the page once the server says it warmed up (a server started before
+    anyone looks); else as soon as it answers its health check (the worst case). Returns the
+    page's own "Rendered in" ms, the browser's wall ms to that caption, and the server's ages.
+    """
+    import socket
+    import urllib.request
+
+    from meshlens.cli.dashboard_cmds import streamlit_command
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = Path(tempfile.mkstemp(prefix="meshlens-dashboard-", suffix=".log")[1])
+    started = time.perf_counter()
+    cmd = streamlit_command(lake.root, host="127.0.0.1", port=port)
+    at = cmd.index("-m")
+    cmd[at:at + 2] = ["-c", PINNED_SERVE]  # `python -m dashboard.serve`, with the store's code version
+    env = {**os.environ, "MESHLENS_DATA": str(lake.root), "BENCH_FINDINGS_CODE": findings.code_version()}
+    with open(log, "wb") as out:
+        server = subprocess.Popen(["nice", *cmd], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                  start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait(lambda: urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200)
+        healthy = time.perf_counter() - started
+        if after_warm:
+            _wait(lambda: "warmed up" in log.read_text(errors="replace"))
+        visited = time.perf_counter() - started
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            tab = browser.new_page()
+            opened = time.perf_counter()
+            tab.goto(f"{url}/?page={page}")
+            tab.get_by_text("Rendered in").first.wait_for(timeout=600_000)
+            wall = (time.perf_counter() - opened) * 1000
+            caption = tab.get_by_text("Rendered in").first.inner_text()
+            pending = "\u2026 started" in tab.inner_text("body")
+            browser.close()
+    finally:
+        _stop(server)
+    found = re.search(r"Rendered in (\d+) ms", caption)
+    rendered = float(found.group(1)) if found else float("nan")
+    warm_line = next((ln for ln in log.read_text(errors="replace").splitlines() if "warmed up" in ln), "")
+    log.unlink(missing_ok=True)
+    return {"page": page, "after_warm": after_warm, "rendered_ms": rendered, "browser_ms": wall,
+            "healthy_s": healthy, "visited_s": visited, "pending": pending, "warm": warm_line.split(": ")[-1]}
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's process group; SIGKILL it when a background analysis holds it up."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=20)
+
+
+def _wait(ready: Callable[[], bool], *, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError("the dashboard server did not get ready")
 
 
 # -- the same-run baseline: identity rollup vs raw rows ----------------------------------------
@@ -240,7 +344,7 @@ def _base_row(r: dict[str, Any]) -> str:
 
 
 def to_markdown(rows: list[dict[str, Any]], base: list[dict[str, Any]], *, requests: int, load: str,
-                server_warm: bool = False) -> str:
+                server_warm: bool = False, stored: dict[str, Any] | None = None) -> str:
     """The results tables."""
     cold = ("cold = the page's first visit after another page (connection, sidebar, Plotly warm)"
             if server_warm else "cold = the first page the process renders")
@@ -254,6 +358,12 @@ def to_markdown(rows: list[dict[str, Any]], base: list[dict[str, Any]], *, reque
             "warm wall ms | warm CPU ms | cold < 1 s (script/wall) | slowest uncached calls, cold (ms) | errors |\n"
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|\n")
     table = head + "\n".join(_row(r) for r in rows) + "\n"
+    if stored:
+        table += (f"\nFindings store: the default window ({stored['window']}) stored in {stored['wall_ms']:,.0f} ms "
+                  f"wall, {stored['cpu_ms']:,.0f} ms CPU (analytics.findings.refresh, run by `meshlens ingest`); "
+                  f"{stored['bytes']:,} bytes.\n")
+    else:
+        table += "\nNo findings store: incidents and verdicts computed in the background.\n"
     if base:
         table += ("\n## Same run: identity rollup vs raw rows (the old path)\n\n"
                   "| call | rollup ms | rollup CPU ms | raw ms | raw CPU ms | CPU ratio |\n"
@@ -277,25 +387,57 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the rollup vs raw table")
     parser.add_argument("--server-warm", action="store_true",
                         help="cold = a page's first visit in a server that served another page before")
+    parser.add_argument("--no-store", action="store_true", help="no findings store: background jobs only")
+    parser.add_argument("--code", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--real-server", action="store_true",
+                        help="only: a brand-new real server's first page in headless Chromium")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
+        if args.code:
+            findings.code_version = lambda: args.code  # type: ignore[assignment] # see the docstring
         print(json.dumps(child(args.child, service=args.service, server_warm=args.server_warm)))
+        return
+    if args.real_server:
+        _real_server_main(args)
         return
     root = args.keep or Path(tempfile.mkdtemp(prefix="meshlens-bench-dashboard-"))
     try:
         lake = build_lake(root, args.rows)
         loads = [_load()]
-        rows = measure(args.pages.split(","), lake=lake, service=args.service, server_warm=args.server_warm)
+        stored = None if args.no_store else precompute(lake)
+        rows = measure(args.pages.split(","), lake=lake, service=args.service, server_warm=args.server_warm,
+                       store=not args.no_store)
         base = [] if args.no_baseline else baseline(lake)
         loads.append(_load())
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
-    text = to_markdown(rows, base, requests=args.rows, load=" then ".join(loads), server_warm=args.server_warm)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    text = to_markdown(rows, base, requests=args.rows, load=" then ".join(loads), server_warm=args.server_warm,
+                       stored=stored)
+    out = RESULTS.with_name("dashboard-server-warm.md") if args.server_warm else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
     print(text)
+
+
+def _real_server_main(args: argparse.Namespace) -> None:
+    """Each page's first visit on a brand-new real server, right at start and after its warm-up."""
+    lake = build_lake(args.keep or Path(tempfile.mkdtemp(prefix="meshlens-bench-dashboard-")), args.rows)
+    findings.refresh(lake)
+    lines = ["| page | opened | server healthy s | opened at s | warm-up | Rendered in ms | browser ms | "
+             "placeholders | load |", "|---|---|---:|---:|---|---:|---:|---|---|"]
+    for page in args.pages.split(","):
+        for after_warm in (True, False):
+            r = real_first_visit(lake, page=page, after_warm=after_warm)
+            lines.append(f"| {page} | {'after warm-up' if after_warm else 'at once'} | {r['healthy_s']:.1f} | "
+                         f"{r['visited_s']:.1f} | {r['warm'] or '-'} | {r['rendered_ms']:.0f} | {r['browser_ms']:.0f} | "
+                         f"{'yes' if r['pending'] else 'no'} | {_load()} |")
+            print(lines[-1], flush=True)
+    text = "# A brand-new real dashboard server, first page in headless Chromium\n\n" + "\n".join(lines) + "\n"
+    out = RESULTS.with_name("dashboard-real-server.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -15,17 +15,13 @@ import time
 
 import streamlit as st
 
-from dashboard import data, jobs, state
+from dashboard import data, jobs, serve, state
 from meshlens import settings as settings_mod
 from meshlens.errors import MeshlensError
 from meshlens.lake import now_utc
 from meshlens.timewin import iso
 
-VIEWS = {
-    "Overview": "overview", "Service graph": "graph", "Service": "service", "Canary": "canary",
-    "Anomalies": "anomalies", "Security": "security", "Ask": "ask", "SQL": "sql",
-    "Reports": "reports", "Cost": "cost",
-}
+VIEWS = state.VIEW_MODULES
 
 
 def lake_path(argv: list[str]) -> str:
@@ -92,12 +88,12 @@ def auto_refresh(lake: str, seconds: int | None) -> None:
 
 def main() -> None:
     """The whole app, one run."""
+    serve.skip_repl_check()
     st.set_page_config(page_title="meshlens", page_icon=":material/hub:", layout="wide")
     state.apply_pending_navigation()
     started = time.perf_counter()
     lake = lake_path(sys.argv[1:])
     data.sync(lake)
-    jobs.prewarm(lake)
     try:
         ctx = sidebar(lake)
     except MeshlensError as exc:
@@ -106,6 +102,7 @@ def main() -> None:
     page = st.session_state.get("page") or state.PAGES[0]
     seconds = state.refresh_selector()
     render_page(page, ctx)
+    jobs.prewarm(lake)  # after the page: its first visit does not share the CPU with the warming
     st.caption(f"Rendered in {(time.perf_counter() - started) * 1000:.0f} ms. Times are UTC; "
                "windows are half-open; errors mean 5xx (4xx are client errors).")
     if st.query_params.get("timings"):

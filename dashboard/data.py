@@ -10,7 +10,8 @@ that newly ingested data shows up. Nothing here computes: each function only cal
 analytics or nlq function of the same name. A feature that has not been built raises
 ``Unavailable``, which the pages show as a note instead of failing. The two slow analyses
 (``detect_incidents``, ``judge_canaries``) take a connection instead of the lake and make no
-Streamlit call: dashboard.jobs runs them in the background, and the pages show their answers.
+Streamlit call: dashboard.jobs takes their answers from the findings store (analytics.findings)
+or runs them in the background, and the pages show them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import duckdb
 import polars as pl
 import streamlit as st
 
+from analytics.findings import STORE
 from meshlens import catalog, schema
 from meshlens import settings as settings_mod
 from meshlens.lake import Lake
@@ -118,13 +120,15 @@ TIMINGS: list[tuple[str, float]] = []
 
 
 def lake_version(data: str) -> tuple[int, int]:
-    """A cheap fingerprint of the lake: (folders, newest folder mtime).
+    """A cheap fingerprint of the lake: (folders, newest folder or top-level file mtime).
 
     Files are published by renaming them into a folder, which updates that folder's mtime, so
-    any new or removed file (raw data, rollups, manifest) changes the fingerprint.
+    any new or removed file (raw data, rollups, manifest) changes the fingerprint. The findings
+    store (analytics.findings.STORE) is left out, and so is the root's own mtime (creating that
+    folder changes it): storing an answer is not new data. The root's files (settings.toml,
+    policy.toml) count by their own mtime.
     """
-    count, newest = 0, 0
-    stack = [Path(data)]
+    count, newest, stack = _top_level(Path(data))
     while stack:
         folder = stack.pop()
         try:
@@ -135,6 +139,21 @@ def lake_version(data: str) -> tuple[int, int]:
         except OSError:
             continue
     return count, newest
+
+
+def _top_level(root: Path) -> tuple[int, int, list[Path]]:
+    """(1 or 0 if absent, newest mtime of the root's files, the root's folders but the store)."""
+    newest, folders = 0, []
+    try:
+        with os.scandir(root) as entries:
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):
+                    newest = max(newest, entry.stat().st_mtime_ns)
+                elif entry.name != STORE:
+                    folders.append(Path(entry.path))
+    except OSError:
+        return 0, 0, []
+    return 1, newest, folders
 
 
 _SEEN: dict[str, tuple[int, int]] = {}
@@ -313,18 +332,15 @@ CANARY_COLUMNS = ("service", "env", "baseline", "canary", "verdict", "evidence",
 
 
 def detect_incidents(conn: _Shared, config: Any, start: datetime, end: datetime, *,
-                     env: str | None = None, service: str | None = None) -> pl.DataFrame:
-    """analytics.anomalies.detect over [start, end), one row per incident (no Streamlit calls)."""
-    found = call_on(conn, "analytics.anomalies", "detect", window=_window(start, end), env=env,
-                    service=service)
-    return pl.DataFrame([_incident_row(i) for i in found], schema=_INCIDENT_SCHEMA)
+                     env: str | None = None, service: str | None = None) -> list[Any]:
+    """analytics.anomalies.detect over [start, end), as the CLI calls it (no Streamlit calls)."""
+    return call_on(conn, "analytics.anomalies", "detect", window=_window(start, end), env=env,
+                   service=service)
 
 
-@st.cache_data(ttl=SLOW_TTL_SECONDS, show_spinner=False)
-def incidents(data: str, start: datetime, end: datetime, *, env: str | None = None,
-              service: str | None = None) -> pl.DataFrame:
-    """analytics.anomalies incidents of the window, one row each (blocking; pages use dashboard.jobs)."""
-    return detect_incidents(_shared(data), None, start, end, env=env, service=service)
+def incident_frame(incidents: list[dict[str, Any]]) -> pl.DataFrame:
+    """One row per incident (``Incident.as_dict()``): INCIDENT_COLUMNS, env and score."""
+    return pl.DataFrame([_incident_row(i) for i in incidents], schema=_INCIDENT_SCHEMA)
 
 
 _INCIDENT_SCHEMA: dict[str, Any] = {"start": pl.Datetime("us", "UTC"), "end": pl.Datetime("us", "UTC"),
@@ -332,24 +348,17 @@ _INCIDENT_SCHEMA: dict[str, Any] = {"start": pl.Datetime("us", "UTC"), "end": pl
                     "env": pl.String, "score": pl.Float64}
 
 
-def _incident_row(incident: Any) -> dict[str, Any]:
-    return {"start": incident.start, "end": incident.end, "peak": incident.peak,
-            "services": ", ".join(incident.services), "reason": "; ".join(incident.reasons),
-            "env": incident.env, "score": incident.score}
+def _incident_row(incident: dict[str, Any]) -> dict[str, Any]:
+    when = datetime.fromisoformat
+    return {"start": when(incident["start"]), "end": when(incident["end"]), "peak": when(incident["peak"]),
+            "services": ", ".join(incident["services"]), "reason": "; ".join(incident["reasons"]),
+            "env": incident.get("env"), "score": incident.get("score")}
 
 
 def judge_canaries(conn: _Shared, config: Any, start: datetime, end: datetime, *,
-                   env: str | None = None, service: str | None = None) -> list[dict[str, Any]]:
-    """analytics.canary.judge of every live canary (or one service's), as dicts (no Streamlit calls)."""
-    verdicts = call_on(conn, "analytics.canary", "judge", service, window=_window(start, end), env=env)
-    return [v.as_dict() for v in verdicts]
-
-
-@st.cache_data(ttl=SLOW_TTL_SECONDS, show_spinner=False)
-def canary_verdicts(data: str, start: datetime, end: datetime, *, env: str | None = None,
-                    service: str | None = None) -> list[dict[str, Any]]:
-    """analytics.canary.judge as JSON-ready dicts (blocking; pages use dashboard.jobs)."""
-    return judge_canaries(_shared(data), None, start, end, env=env, service=service)
+                   env: str | None = None, service: str | None = None) -> list[Any]:
+    """analytics.canary.judge of every live canary (or one service's), as the CLI calls it."""
+    return call_on(conn, "analytics.canary", "judge", service, window=_window(start, end), env=env)
 
 
 def canary_frame(verdicts: list[dict[str, Any]]) -> pl.DataFrame:
@@ -358,11 +367,6 @@ def canary_frame(verdicts: list[dict[str, Any]]) -> pl.DataFrame:
              "weights": weights_text(v.get("next_weights"))}
             for v in verdicts]
     return pl.DataFrame(rows, schema={c: pl.String for c in CANARY_COLUMNS})
-
-
-def canaries(data: str, start: datetime, end: datetime, *, env: str | None = None) -> pl.DataFrame:
-    """One row per canary verdict (CANARY_COLUMNS)."""
-    return canary_frame(canary_verdicts(data, start, end, env=env))
 
 
 def weights_text(weights: dict[str, int] | None) -> str:

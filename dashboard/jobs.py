@@ -1,16 +1,21 @@
-"""The slow analyses (anomaly detection, the canary judge) run beside the pages, never before them.
+"""The slow analyses (anomaly detection, the canary judge) never hold a page up.
 
-One executor per server (``st.cache_resource``): a job is keyed by what it computes, the
-window, env, service and the lake's fingerprint (``data.fingerprint``), so every session asking
-for the same answer shares one run, and new data starts a new one. A page asks ``job(...)``:
-done, it gets the result (the same analytics call as the CLI, through ``dashboard.data``);
-still running, it shows a placeholder that refreshes itself and reruns the page once the result
-is there. ``prewarm`` starts, once per server, what a first visitor needs: the catalog
-connection, one Plotly figure, and the default window's incidents and canaries.
+Their answers are first looked up in the findings store (analytics.findings), which the CLI
+fills when data lands (for the window the dashboard opens on) and these jobs fill for any other
+window: a stored answer is shown at once. Otherwise they run in the background, in one executor
+per server (``st.cache_resource``): a job is keyed by what it computes, the window, env, service
+and the lake's fingerprint (``data.fingerprint``), so every session asking for the same answer
+shares one run, and new data starts a new one. A page asks ``job(...)``: done, it gets the result
+(the same analytics call as the CLI, through ``dashboard.data``); still running, it shows a
+placeholder that refreshes itself and reruns the page once the result is there (or once another
+process, e.g. ``meshlens ingest``, stored it). ``prewarm`` starts, once per server, what a first
+visitor needs: the catalog connection, one Plotly figure, and the default window's incidents and
+canaries.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -22,8 +27,9 @@ from typing import Any
 
 import streamlit as st
 
+from analytics import findings
 from dashboard import data, state
-from meshlens.lake import now_utc
+from meshlens.lake import Lake, now_utc
 from meshlens.timewin import Window
 
 WORKERS = 2
@@ -43,6 +49,7 @@ class Job:
     key: tuple[Any, ...]
     future: Future[Any]
     started: float = field(default_factory=time.monotonic)
+    stored: bool = False  # the answer came from the findings store
 
     def done(self) -> bool:
         """True once the result (or an error) is there."""
@@ -73,7 +80,10 @@ class Runner:
 
     def _compute(self, kind: str, lake: str, fingerprint: Any, config: Any, start: datetime,
                  end: datetime, **kwargs: Any) -> Any:
-        return COMPUTE[kind](self.connection(lake, fingerprint), config, start, end, **kwargs)
+        entry = findings.key(Lake(lake), kind, Window(start, end), **kwargs)  # before reading data
+        answer = COMPUTE[kind](self.connection(lake, fingerprint), config, start, end, **kwargs)
+        _store(lake, entry, answer)
+        return SHAPE[kind]([a.as_dict() for a in answer])
 
     def connection(self, lake: str, fingerprint: Any) -> Any:
         """The background connection of this lake version, opened in a (niced) worker thread."""
@@ -107,20 +117,56 @@ COMPUTE: dict[str, Callable[..., Any]] = {
     "incidents": data.detect_incidents,
     "canaries": data.judge_canaries,
 }
+"""The analyses: the same calls as the CLI, answering lists of Incident / CanaryVerdict."""
+SHAPE: dict[str, Callable[[list[dict[str, Any]]], Any]] = {
+    "incidents": data.incident_frame,
+    "canaries": list,
+}
+"""What the pages get from the answers' ``as_dict()``: a frame of incidents, verdicts as dicts."""
+log = logging.getLogger("meshlens.dashboard")
+
+
+def _store(lake: str, entry: findings.Key, answer: list[Any]) -> None:
+    """Keep a computed answer in the findings store (best effort: a read-only lake still works)."""
+    try:
+        findings.save(Lake(lake), entry, answer)
+    except Exception as exc:  # noqa: BLE001 - the page has its answer either way
+        log.warning("could not store %s: %s", entry.kind, exc)
 
 
 def job(kind: str, lake: str, start: datetime, end: datetime, *, env: str | None = None,
         service: str | None = None) -> Job:
-    """The running or finished job computing ``kind`` for these arguments (started if new)."""
+    """The stored, running or finished job computing ``kind`` for these arguments (started if new)."""
     key = (kind, lake, start, end, env, service, data.fingerprint(lake))
     run = runner()
     with run.lock:
         found = run.jobs.get(key)
-        if found is not None and not _failed_unavailable(found):
-            return found
-        found = run.submit(key, data.settings(lake), start, end, env=env, service=service)
+    if found is not None and (found.stored or (found.done() and not _failed_unavailable(found))):
+        return found
+    stored = stored_job(key)  # not there yet, or running: maybe another process stored it since
+    with run.lock:
+        if stored is not None:
+            run.jobs[key] = stored
+        elif key not in run.jobs or _failed_unavailable(run.jobs[key]):
+            run.submit(key, data.settings(lake), start, end, env=env, service=service)
         _forget_old(run, keep=key)
-    return found
+        return run.jobs[key]
+
+
+def stored_job(key: tuple[Any, ...]) -> Job | None:
+    """A finished job holding the findings store's answer for ``key``, None when not stored."""
+    kind, lake, start, end, env, service = key[:6]
+    try:
+        entry = findings.key(Lake(lake), kind, Window(start, end), env=env, service=service)
+        answer = findings.load_dicts(Lake(lake), entry)
+    except Exception as exc:  # noqa: BLE001 - an unreadable store means computing it again
+        log.warning("findings store unreadable: %s", exc)
+        return None
+    if answer is None:
+        return None
+    future: Future[Any] = Future()
+    future.set_result(SHAPE[kind](answer))
+    return Job(key, future, stored=True)
 
 
 def _failed_unavailable(found: Job) -> bool:
@@ -192,7 +238,7 @@ def placeholder_fragment(kind: str, found: Job, *, start: datetime, end: datetim
 
     @st.fragment(run_every=POLL_SECONDS)
     def _poll() -> None:
-        if found.done():
+        if found.done() or stored_job(found.key) is not None:  # or another process stored it
             st.rerun(scope="app")
         st.info(waiting_text(kind, found, start=start, end=end), icon=":material/hourglass_top:")
 
@@ -218,18 +264,20 @@ def _prewarm(lake: str, shared: Any, config: Any, run: Runner) -> None:
         window = default_window(shared)
         for kind in COMPUTE:
             key = (kind, lake, window.start, window.end, None, None, data.fingerprint(lake))
+            stored = None if key in run.jobs else stored_job(key)
             with run.lock:
-                if key not in run.jobs:
+                if stored is not None:
+                    run.jobs.setdefault(key, stored)
+                elif key not in run.jobs:
                     run.submit(key, config, window.start, window.end, env=None, service=None)
     except Exception:  # noqa: BLE001 - warming is best effort; the pages report real errors
         return
 
 
 def default_window(shared: Any) -> Window:
-    """The window a first visit shows: the default range ending at the anchor (as the sidebar)."""
+    """The window a first visit shows (analytics.findings.default_window, as the sidebar's)."""
     latest = data.call_on(shared, "analytics.rollup_identity", "latest_ts")
-    anchor = state.anchor_from(latest, now=now_utc())
-    return state.window_for(state.DEFAULT_RANGE, anchor=anchor)
+    return findings.default_window(latest, now=now_utc())
 
 
 def _plotly_figure() -> None:

@@ -9,10 +9,11 @@ lake shows its data). Windows are UTC and half-open, as everywhere in meshlens.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import streamlit as st
 
+from analytics import findings
 from meshlens.errors import ConfigError
 from meshlens.timewin import Window, iso, parse_duration, parse_instant
 
@@ -20,8 +21,15 @@ PAGES = (
     "Overview", "Service graph", "Service", "Canary", "Anomalies",
     "Security", "Ask", "SQL", "Reports", "Cost",
 )
+VIEW_MODULES = {
+    "Overview": "overview", "Service graph": "graph", "Service": "service", "Canary": "canary",
+    "Anomalies": "anomalies", "Security": "security", "Ask": "ask", "SQL": "sql",
+    "Reports": "reports", "Cost": "cost",
+}
+"""Each page's module in dashboard.views."""
 RANGES = ("15m", "1h", "6h", "24h", "2d", "7d", "custom")
-DEFAULT_RANGE = "24h"
+DEFAULT_RANGE = findings.DASHBOARD_RANGE
+"""The range a first visit shows: the window the CLI stores incidents and verdicts for."""
 ALL_ENVS = "all"
 REFRESH_SECONDS = (15, 30, 60, 300)
 _GOTO = "_goto"
@@ -65,10 +73,8 @@ def apply_pending_navigation() -> None:
 
 def anchor_from(latest: datetime | None, *, now: datetime) -> datetime:
     """End of the preset ranges: the next minute boundary after now, or after the newest data
-    when the lake is older than now. Whole minutes keep the cached answers valid for a minute."""
-    moment = now if latest is None or latest >= now else latest.astimezone(timezone.utc)
-    floor = moment.replace(second=0, microsecond=0)
-    return floor if floor == moment else floor + timedelta(minutes=1)
+    when the lake is older than now (analytics.findings.anchor, which the stored windows use)."""
+    return findings.anchor(latest, now=now)
 
 
 def window_for(range_key: str, *, anchor: datetime, since: str = "", until: str = "") -> Window:

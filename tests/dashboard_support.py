@@ -46,6 +46,15 @@ def run_until_ready(page: str, *, timeout: float = 600, **params: str) -> Any:
     return at
 
 
+def lake_copy(lake: Any, folder: Path) -> Path:
+    """A copy of a lake the dashboard may write its findings store into (the scenario stays read-only)."""
+    import shutil
+
+    target = folder / "lake"
+    shutil.copytree(lake.root, target, ignore=shutil.ignore_patterns("_findings"))
+    return target
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -17,21 +17,23 @@ import polars as pl
 import pytest
 
 from dashboard.state import PAGES
-from tests.dashboard_support import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, dashboard_server, wait_analyses, wait_rendered
+from tests.dashboard_support import (CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, dashboard_server, lake_copy,
+                                     wait_analyses, wait_rendered)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def browser_page(scenario: Any) -> Iterator[tuple[Any, str, Any]]:
-    """(Playwright page, dashboard URL, truth) with the dashboard serving the scenario lake."""
+def browser_page(scenario: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str, Any]]:
+    """(Playwright page, dashboard URL, truth) with the dashboard serving a copy of the scenario lake."""
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is absent (install Debian's chromium package)")
     sync_api = pytest.importorskip("playwright.sync_api")
     lake, truth = scenario
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     policy = {"MESHLENS_POLICY": str(lake.root.parent / "logs" / "policy.toml")}
-    with dashboard_server(lake.root, env=policy) as url, sync_api.sync_playwright() as playwright:
+    served = lake_copy(lake, tmp_path_factory.mktemp("browser"))
+    with dashboard_server(served, env=policy) as url, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         page.set_default_timeout(240_000)

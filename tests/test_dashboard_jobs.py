@@ -13,18 +13,29 @@ from dashboard import data, jobs
 START = datetime(2026, 11, 10, tzinfo=timezone.utc)
 
 
+class Answer:
+    """A stand-in analysis answer (not a dataclass: the store declines it, the job still answers)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def as_dict(self) -> dict[str, str]:
+        return {"text": self.text}
+
+
 @pytest.fixture()
 def counted(tmp_lake: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, list[tuple[Any, ...]], threading.Event]:
     """(lake path, calls made, gate) with the incidents analysis replaced by a gated recorder."""
     calls: list[tuple[Any, ...]] = []
     gate = threading.Event()
 
-    def fake(conn: Any, config: Any, start: datetime, end: datetime, **kwargs: Any) -> str:
+    def fake(conn: Any, config: Any, start: datetime, end: datetime, **kwargs: Any) -> list[Any]:
         calls.append((start, end, kwargs))
         gate.wait(30)
-        return f"answer {len(calls)}"
+        return [Answer(f"answer {len(calls)}")]
 
     monkeypatch.setitem(jobs.COMPUTE, "incidents", fake)
+    monkeypatch.setitem(jobs.SHAPE, "incidents", lambda dicts: dicts[0]["text"])
     return str(tmp_lake.root), calls, gate
 
 
@@ -71,3 +82,30 @@ def test_waiting_text_names_the_window_and_the_wait() -> None:
 def test_error_text_is_one_line() -> None:
     assert jobs.error_text("Canary judge", RuntimeError("boom\nTraceback ...")) == "Canary judge failed: boom"
     assert jobs.error_text("Canary judge", KeyError()) == "Canary judge failed: KeyError"
+
+
+@pytest.mark.slow  # opens the catalog
+def test_a_finished_job_is_stored_and_a_restarted_server_reads_it(tmp_lake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from analytics.anomalies import Incident
+
+    lake, calls = str(tmp_lake.root), []
+    found = Incident(start=START, end=START + timedelta(minutes=5), peak=START, score=1.25,
+                     services=["InventoryService"], reasons=["5xx ratio 60% vs 1%"], env="prod")
+
+    def fake(conn: Any, config: Any, start: datetime, end: datetime, **kwargs: Any) -> list[Incident]:
+        calls.append(kwargs)
+        return [found]
+
+    monkeypatch.setitem(jobs.COMPUTE, "incidents", fake)
+    end = START + timedelta(hours=3)
+    first = jobs.job("incidents", lake, START, end, env="prod")
+    frame = first.future.result(timeout=60)
+    assert not first.stored and frame["services"].to_list() == ["InventoryService"]
+    restarted = jobs.Runner(ThreadPoolExecutor(max_workers=1))
+    monkeypatch.setattr(jobs, "runner", lambda: restarted)
+    again = jobs.job("incidents", lake, START, end, env="prod")
+    assert again.stored and again.done()
+    assert again.result().equals(frame)
+    assert len(calls) == 1  # computed once, read back after the "restart"

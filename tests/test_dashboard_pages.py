@@ -16,22 +16,25 @@ import polars as pl
 import pytest
 
 from dashboard.state import PAGES
+from meshlens.lake import Lake
 from meshlens.timewin import iso
-from tests.dashboard_support import pending, run_page, run_until_ready
+from tests.dashboard_support import lake_copy, pending, run_page, run_until_ready
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def day(scenario: Any) -> Iterator[tuple[Any, Any, dict[str, str]]]:
-    """(lake, truth, query params of the scenario's whole day), with $MESHLENS_DATA set."""
+def day(scenario: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, dict[str, str]]]:
+    """(lake, truth, query params of the scenario's whole day), with $MESHLENS_DATA set to a copy
+    of the scenario lake (the background analyses store their answers in the lake they read)."""
     lake, truth = scenario
     patch = pytest.MonkeyPatch()
-    patch.setenv("MESHLENS_DATA", str(lake.root))
+    served = Lake(lake_copy(lake, tmp_path_factory.mktemp("pages")))
+    patch.setenv("MESHLENS_DATA", str(served.root))
     # The scenario writes its allowed-caller policy beside the logs, not in the lake.
     patch.setenv("MESHLENS_POLICY", str(lake.root.parent / "logs" / "policy.toml"))
     params = {"range": "custom", "since": truth.start, "until": truth.end}
-    yield lake, truth, params
+    yield served, truth, params
     patch.undo()
 
 

@@ -25,7 +25,7 @@ APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 def streamlit_command(data: str | Path, *, host: str, port: int) -> list[str]:
     """The ``streamlit run`` command line for the dashboard on ``data``."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(APP),
+        sys.executable, "-m", "dashboard.serve", "run", str(APP),  # streamlit run, warmed at start
         "--server.headless", "true",
         "--server.address", host,
         "--server.port", str(int(port)),

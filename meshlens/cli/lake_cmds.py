@@ -57,6 +57,9 @@ def run_ingest(lake: Lake, paths: list[str], *, fmt: str, inventory: str | None,
     rollup = _optional("analytics.rollup")
     if rollup is not None and summary.dates_touched:
         rollup.update(lake, dates=summary.dates_touched)
+    findings = _optional("analytics.findings")  # incidents and verdicts for the dashboard's window
+    if findings is not None and summary.dates_touched:
+        findings.refresh(lake)
     return summary
 
 
