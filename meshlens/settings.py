@@ -54,6 +54,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("webhook_url", "", "report webhook (Slack-compatible JSON) for `meshlens report`"),
     Setting("dashboard_host", "127.0.0.1", "address the dashboard binds to"),
     Setting("dashboard_port", 8501, "port the dashboard listens on"),
+    Setting("findings_on_ingest", True, "after ingest and rollup rebuild, compute the incidents and canary verdicts of the dashboard's default window so its pages show them at once (seconds of CPU; tens at 10M requests)"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -88,14 +89,26 @@ class Settings(Mapping[str, Any]):
         return Settings(values)
 
 
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+
+
 def _coerce(setting: Setting, value: Any) -> Any:
     kind = type(setting.default)
     if isinstance(value, kind) or value is None:
         return value
+    if kind is bool:
+        return _coerce_bool(setting, value)
     try:
         return kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"setting {setting.name}: {value!r} is not a {kind.__name__}") from None
+
+
+def _coerce_bool(setting: Setting, value: Any) -> bool:
+    word = str(value).strip().lower()
+    if word not in _BOOLEANS:
+        raise ConfigError(f"setting {setting.name}: {value!r} is not true or false")
+    return _BOOLEANS[word]
 
 
 def load(*, environ: Mapping[str, str], data_dir: str | Path | None = None, **flags: Any) -> Settings:

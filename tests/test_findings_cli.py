@@ -88,3 +88,15 @@ def test_rollup_rebuild_stores_them_again(ingested: tuple[Path, str], tmp_path: 
     assert found["incidents"] is not None and found["canaries"] is not None
     after = {p.name for p in findings.store_dir(lake).glob("*.json")}
     assert len(after) == 2 and not after & before  # new rollup files: new entries, the stale ones dropped
+
+
+def test_ingest_skips_the_findings_when_the_setting_says_so(logs: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MESHLENS_FINDINGS_ON_INGEST", "false")
+    data = tmp_path / "lake"
+    code, _, err = run(capsys, "ingest", str(logs), "--data", str(data), "--inventory", str(logs / "meshlens.toml"))
+    assert code == 0, err
+    assert Lake(data).has_files("requests")
+    assert not list(findings.store_dir(Lake(data)).glob("*.json"))
+    assert "finding incidents" not in err

@@ -42,6 +42,17 @@ def test_bad_setting_value_is_a_config_error() -> None:
         settings.Settings({"receiver_port": "eighty"})
 
 
+@pytest.mark.parametrize(("given", "expected"), [("false", False), ("0", False), ("No", False), ("true", True), ("1", True)])
+def test_boolean_settings_read_words_from_the_environment(tmp_path: Path, given: str, expected: bool) -> None:
+    env = {"MESHLENS_FINDINGS_ON_INGEST": given}
+    assert settings.load(environ=env, data=str(tmp_path))["findings_on_ingest"] is expected
+
+
+def test_a_boolean_setting_refuses_other_words() -> None:
+    with pytest.raises(ConfigError, match="findings_on_ingest: 'maybe' is not true or false"):
+        settings.Settings({"findings_on_ingest": "maybe"})
+
+
 def test_did_you_mean_is_case_insensitive() -> None:
     assert did_you_mean("paymentservise", ["PaymentService", "CartService"]) == ["PaymentService"]
 

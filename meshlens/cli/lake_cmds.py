@@ -58,7 +58,9 @@ def run_ingest(lake: Lake, paths: list[str], *, fmt: str, inventory: str | None,
     if rollup is not None and summary.dates_touched:
         rollup.update(lake, dates=summary.dates_touched)
     findings = _optional("analytics.findings")  # incidents and verdicts for the dashboard's window
-    if findings is not None and summary.dates_touched:
+    if findings is not None and summary.dates_touched and settings["findings_on_ingest"]:
+        click.echo("finding incidents and canary verdicts for the dashboard "
+                   "(setting findings_on_ingest=false skips this)", err=True)
         findings.refresh(lake)
     return summary
 

@@ -206,9 +206,10 @@ def rollup_rebuild(data: str | None, dates: tuple[str, ...]) -> None:
 
     lake = open_lake(data)
     done = rollup.update(lake, dates=dates) if dates else rollup.rebuild(lake)
-    from analytics import findings
+    if load_settings(data)["findings_on_ingest"]:
+        from analytics import findings
 
-    findings.refresh(lake)  # incidents and verdicts of the dashboard's default window
+        findings.refresh(lake)  # incidents and verdicts of the dashboard's default window
     click.echo(f"rolled up {len(done)} date(s): {', '.join(done) if done else 'none'}")
 
 
