@@ -12,7 +12,10 @@ Three causal stages, each reading the past only:
 2. A raw score per point: the mean over the views of the calibrated rank of a causal isolation
    forest fitted on that view (refitted every ``refit_every`` points on the past only, ranked
    against its own training rows), a robust-deviation ``gate`` (the largest |deviation| among
-   the context features) and a "spatial" flag when the value leaves the range seen so far.
+   the context features, set to 0 where two or more earlier days are known and the value is
+   within ``SEASON_GATE`` robust deviations of the same time on them: a daily pattern, however
+   sharp its edges, is not an anomaly) and a "spatial" flag when the value leaves the range
+   seen so far by ``spatial_margin`` of that range.
    Two forests on different views vary less than one: the variance of a single forest's
    rank was what made near-equal tunings land far apart on held-out data.
 3. The score (``combined_score``): ``score_mode`` "rank" uses the ensemble rank itself,
@@ -22,7 +25,7 @@ Three causal stages, each reading the past only:
 The alerting (threshold, and quiet time after an alert since NAB rewards only the first
 detection of a window) lives in ``analytics.anomalies`` (``series_alerts``); the knobs that
 NAB's threshold optimisation chose on the tuning folders are the defaults of ``SeriesConfig``
-there and ``SCORE_MODE``/``VIEWS`` here (bench/nab.py).
+there and ``SCORE_MODE``/``VIEWS``/``SEASON_GATE`` here (bench/nab.py).
 """
 
 from __future__ import annotations
@@ -44,11 +47,12 @@ VOLATILITY_POINTS = 12
 RANK_POINTS = 1000
 VIEWS = ("context", "forecast")  # one forest per view; the ranks are averaged
 SCORE_MODE = "rank"  # "rank" or "likelihood"
+SEASON_GATE = 3.0  # within this many robust deviations of the same time on earlier days, the gate is 0
 REFERENCE_ROWS = 2048  # training rows a forest's scores are ranked against
 
 
 def raw_components(frame: pl.DataFrame, config: Any, *, views: tuple[str, ...] = VIEWS) -> pl.DataFrame:
-    """Features, ensemble forest ``rank``, robust-deviation ``gate`` and ``spatial`` flag per point (causal)."""
+    """Features, ensemble forest ``rank``, robust ``deviation``, ``season``, ``gate`` and ``spatial`` flag (causal)."""
     from analytics import anomalies  # the context features live with the lake detector
 
     feats = anomalies._series_features(frame, config)
@@ -62,10 +66,33 @@ def raw_components(frame: pl.DataFrame, config: Any, *, views: tuple[str, ...] =
                                   train_rows=config.max_train, n_estimators=config.n_estimators,
                                   seed=config.seed + offset))
     rank = np.mean(ranks, axis=0)
-    gate = np.max(np.abs(view_matrix(feats, FEATURES)[:, 1:]), axis=1)
+    deviation = np.max(np.abs(view_matrix(feats, FEATURES)[:, 1:]), axis=1)
+    season = season_deviation(feats, period=season_period(anomalies._step_seconds(feats)))
     spatial = spatial_flags(feats.get_column("value").to_numpy(), margin=config.spatial_margin,
                             learn=config.likelihood_learn)
-    return feats.with_columns(pl.Series("rank", rank), pl.Series("gate", gate), pl.Series("spatial", spatial))
+    return feats.with_columns(pl.Series("rank", rank), pl.Series("deviation", deviation), pl.Series("season", season),
+                              pl.Series("gate", seasonal_gate(deviation, season, limit=SEASON_GATE)),
+                              pl.Series("spatial", spatial))
+
+
+def season_period(step_seconds: float) -> int:
+    """Points per day at this step (0 when a day holds fewer than two points)."""
+    period = int(round(86400 / step_seconds)) if step_seconds else 0
+    return period if period >= 2 else 0
+
+
+def season_deviation(feats: pl.DataFrame, *, period: int) -> np.ndarray:
+    """The robust deviation from the same time on earlier days (``z_season``); NaN until two days are known."""
+    n = len(feats)
+    season = feats.get_column("z_season").to_numpy().astype(float)
+    known = np.arange(n) >= 2 * period if period else np.zeros(n, dtype=bool)
+    return np.where(known, season, np.nan)
+
+
+def seasonal_gate(deviation: np.ndarray, season: np.ndarray, *, limit: float) -> np.ndarray:
+    """The robust deviation, or 0 where earlier days are known and the value is within ``limit`` of them."""
+    usual = ~np.isnan(season) & (np.abs(np.nan_to_num(season, nan=np.inf)) < limit)
+    return np.where(usual, 0.0, deviation)
 
 
 def forecast_features(feats: pl.DataFrame, config: Any) -> list[pl.Series | pl.Expr]:

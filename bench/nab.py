@@ -16,17 +16,18 @@ null detector scores 0, a detection at the left edge of every window 100).
 
 No look-ahead: the detector is ``analytics.anomalies.series_scores`` (``analytics.series_detector``:
 two causal isolation forests, one over context features and one over forecast-error features,
-their calibrated ranks averaged, gated by a robust deviation, plus a flag when a value leaves
-the range seen so far); an alert silences the series for a fraction of its length (NAB counts
+their calibrated ranks averaged, gated by a robust deviation that must also be a deviation from
+the same time on earlier days once two days are known, plus a flag when a value leaves the range
+seen so far); an alert silences the series for a fraction of its length (NAB counts
 only the best detection of a window, and every other flag outside a window costs). The free
 parameters (score mode: the ensemble rank or Numenta's anomaly likelihood of it, likelihood
-window, gate, range flag, quiet time, threshold) are chosen by NAB's threshold optimisation run
+window, gate, seasonal gate, range flag, quiet time, threshold) are chosen by NAB's threshold optimisation run
 on the tuning folders only (realKnownCause, realTraffic, artificial*), separately per profile,
 and then applied unchanged, once, to realAWSCloudwatch, which is reported as evaluation.
 Baseline: a plain isolation forest on (value, rolling z-score), causal with the same refit
 schedule, every point over the threshold an alert, tuned the same way.
 
-Speed: files run in a process pool (``--jobs N``, default 2) and each file's raw detector
+Speed: files run in a process pool with ``--jobs N`` (default 1: the machine is shared) and each file's raw detector
 output (ensemble ranks, gates, values; plain-forest ranks) is cached in
 bench/results/nab_cache/<kind>-<hash>/, the hash covering the raw-stage config AND the source of
 the code that computes it (``code_fingerprint``), so a changed detector never reads stale
@@ -148,7 +149,8 @@ def _timestamps(frame: pl.DataFrame) -> list[str]:
 
 RAW_FIELDS = ("recent_points", "long_points", "refit_every", "warmup_fraction", "min_warmup", "max_train",
               "n_estimators", "short_points", "seed")
-RAW_STAGE = ("raw_components", "forecast_features", "view_matrix", "past_rank", "causal_ranks", "training_rows")
+RAW_STAGE = ("raw_components", "forecast_features", "view_matrix", "past_rank", "causal_ranks", "training_rows",
+             "season_period", "season_deviation")
 RAW_CONSTANTS = ("FEATURES", "FORECAST_FEATURES", "EWM_ALPHAS", "VOLATILITY_POINTS", "RANK_POINTS", "VIEWS",
                  "REFERENCE_ROWS")
 CACHE = ROOT / "bench" / "results" / "nab_cache"
@@ -156,16 +158,27 @@ PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 
 def ours(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
-    """The product detector's raw per-point components: (ensemble forest rank, robust-deviation gate, value)."""
+    """The product detector's raw per-point components: (ensemble forest rank, robust deviation, value, seasonal
+    deviation)."""
     scored = series_detector.raw_components(frame.select("timestamp", "value"), config)
-    return np.vstack([scored.get_column("rank").to_numpy(), scored.get_column("gate").to_numpy(),
-                      scored.get_column("value").to_numpy()])
+    return np.vstack([scored.get_column(c).to_numpy() for c in ("rank", "deviation", "value", "season")])
 
 
-def final_score(raw: np.ndarray, config: anomalies.SeriesConfig, *, mode: str = series_detector.SCORE_MODE) -> np.ndarray:
+@dataclass(frozen=True)
+class Stage:
+    """One candidate score stage: score mode, seasonal gate and the config (gate, range flag, alerting)."""
+
+    mode: str
+    season_gate: float
+    config: anomalies.SeriesConfig
+
+
+def final_score(raw: np.ndarray, config: anomalies.SeriesConfig, *, mode: str = series_detector.SCORE_MODE,
+                season_gate: float = series_detector.SEASON_GATE) -> np.ndarray:
     """The detector's score from cached raw components (exactly as series_scores computes it)."""
     spatial = series_detector.spatial_flags(raw[2], margin=config.spatial_margin, learn=config.likelihood_learn)
-    return series_detector.combined_score(raw[0], raw[1], spatial, config, mode=mode)
+    gate = series_detector.seasonal_gate(raw[1], raw[3], limit=season_gate)
+    return series_detector.combined_score(raw[0], gate, spatial, config, mode=mode)
 
 
 def plain_forest(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
@@ -268,33 +281,36 @@ def tune(preps, scores, *, refractories, cost) -> tuple[float, float | None, flo
 
 
 GATES = (0.0, 4.0, 5.0, 6.0)
-SPATIAL = (0.0, 0.2)
+SEASON_GATES = (0.0, 3.0)
+SPATIAL = (0.0, 0.1, 0.2)
 REFRACTORIES = (0.05, 0.1, 0.15)
 LIKELIHOOD_LONG = (1000, 2000)
 
 
-def stages(config: anomalies.SeriesConfig) -> list[tuple[str, anomalies.SeriesConfig]]:
-    """Candidate score stages: (mode, config) over gate, range flag and, for the likelihood, its long window."""
+def stages(config: anomalies.SeriesConfig) -> list[Stage]:
+    """Candidate score stages over gate, seasonal gate, range flag, score mode and the likelihood's long window."""
     out = []
     for gate in GATES:
-        for margin in SPATIAL:
-            out.append(("rank", replace(config, z_gate=gate, spatial_margin=margin)))
-            out += [("likelihood", replace(config, z_gate=gate, spatial_margin=margin, likelihood_long=long))
-                    for long in LIKELIHOOD_LONG]
+        for season in SEASON_GATES:
+            for margin in SPATIAL:
+                trial = replace(config, z_gate=gate, spatial_margin=margin)
+                out.append(Stage("rank", season, trial))
+                out += [Stage("likelihood", season, replace(trial, likelihood_long=long)) for long in LIKELIHOOD_LONG]
     return out
 
 
-def tune_ours(tuning, raws, config, *, cost, fixed: tuple[str, anomalies.SeriesConfig] | None = None,
-              ) -> tuple[str, anomalies.SeriesConfig, float]:
-    """Threshold optimisation on the tuning files only: over (score mode, gate, range flag, likelihood
-    window, quiet time, threshold), or, with ``fixed`` (mode, config), over quiet time and threshold only."""
-    best: tuple[str, anomalies.SeriesConfig, float] = ("rank", config, -1e9)
+def tune_ours(tuning, raws, config, *, cost, fixed: Stage | None = None) -> tuple[Stage, float]:
+    """Threshold optimisation on the tuning files only: over (score mode, gates, range flag, likelihood
+    window, quiet time, threshold), or, with ``fixed``, over quiet time and threshold only."""
+    best: tuple[Stage, float] = (Stage("rank", 0.0, config), -1e9)
     names = {p.name for p in tuning}
-    for mode, trial in [fixed] if fixed else stages(config):
-        scores = {name: final_score(raw, trial, mode=mode) for name, raw in raws.items() if name in names}
+    for stage in [fixed] if fixed else stages(config):
+        scores = {name: final_score(raw, stage.config, mode=stage.mode, season_gate=stage.season_gate)
+                  for name, raw in raws.items() if name in names}
         thr, refr, value = tune(tuning, scores, refractories=REFRACTORIES, cost=cost)
-        if value > best[2]:
-            best = (mode, replace(trial, threshold=thr, refractory_fraction=float(refr or 0.0)), value)
+        if value > best[1]:
+            best = (replace(stage, config=replace(stage.config, threshold=thr, refractory_fraction=float(refr or 0.0))),
+                    value)
     return best
 
 
@@ -310,8 +326,7 @@ class Row:
 
 
 def run_profile(profile: str, corpus, results, config, *, held_out: bool = True,
-                fixed: tuple[str, anomalies.SeriesConfig] | None = None,
-                ) -> tuple[list[Row], tuple[str, anomalies.SeriesConfig]]:
+                fixed: Stage | None = None) -> tuple[list[Row], Stage]:
     """Tune the detectors on the tuning folders for one NAB profile and score them once on the evaluation folder.
 
     Like NAB, a profile other than the first re-optimises only the alerting (threshold, quiet
@@ -325,26 +340,26 @@ def run_profile(profile: str, corpus, results, config, *, held_out: bool = True,
     def held(scores, threshold, refractory):
         return evaluate(evaluation, scores, threshold=threshold, refractory=refractory, cost=cost) if held_out else math.nan
 
-    mode, best, tuned = tune_ours(tuning, {n: r[0] for n, r in results.items()}, config, cost=cost, fixed=fixed)
-    label = (f"meshlens: causal IF x2 views, {mode}, gate {best.z_gate:g}, range flag {best.spatial_margin:g}, "
-             f"quiet {best.refractory_fraction:.0%}" + (f", likelihood window {best.likelihood_long}"
-                                                         if mode == "likelihood" else ""))
-    rows = [Row(label, profile, best.threshold, tuned, held({n: final_score(r[0], best, mode=mode)
-                                                             for n, r in results.items()},
-                                                            best.threshold, best.refractory_fraction))]
+    stage, tuned = tune_ours(tuning, {n: r[0] for n, r in results.items()}, config, cost=cost, fixed=fixed)
+    mode, best = stage.mode, stage.config
+    label = (f"meshlens: causal IF x2 views, {mode}, gate {best.z_gate:g}, seasonal gate {stage.season_gate:g}, "
+             f"range flag {best.spatial_margin:g}, quiet {best.refractory_fraction:.0%}"
+             + (f", likelihood window {best.likelihood_long}" if mode == "likelihood" else ""))
+    final = {n: final_score(r[0], best, mode=mode, season_gate=stage.season_gate) for n, r in results.items()}
+    rows = [Row(label, profile, best.threshold, tuned, held(final, best.threshold, best.refractory_fraction))]
     plain = {n: r[1] for n, r in results.items()}
     p_thr, _, p_tuned = tune(tuning, plain, refractories=(None,), cost=cost)
     rows.append(Row("plain isolation forest on value + rolling z", profile, p_thr, p_tuned, held(plain, p_thr, None)))
     q_thr, q_refr, q_tuned = tune(tuning, plain, refractories=REFRACTORIES, cost=cost)
     rows.append(Row(f"plain isolation forest + the same quiet time ({q_refr:.0%})", profile, q_thr, q_tuned,
                     held(plain, q_thr, q_refr)))
-    return rows, (mode, best)
+    return rows, stage
 
 
 def main(argv: list[str] | None = None) -> str:
     """Run the benchmark and write bench/results/nab.md."""
     parser = argparse.ArgumentParser(prog="python -m bench.nab")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (files run in parallel)")
+    parser.add_argument("--jobs", type=int, default=1, help="worker processes (files run in parallel)")
     parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated NAB profiles to score")
     parser.add_argument("--tuning-only", action="store_true",
                         help="tune and report the tuning folders only; do not look at the evaluation folder")
@@ -353,7 +368,8 @@ def main(argv: list[str] | None = None) -> str:
     started = time.time()
     corpus = load_corpus(TUNING if args.tuning_only else TUNING + EVALUATION)
     results = score_all(corpus, config, workers=args.jobs)
-    rows, chosen = [], {}
+    rows: list[Row] = []
+    chosen: dict[str, Stage] = {}
     for profile in args.profiles.split(","):
         fixed = next(iter(chosen.values()), None)
         profile_rows, chosen[profile] = run_profile(profile, corpus, results, config, held_out=not args.tuning_only,
@@ -376,10 +392,12 @@ def _markdown(rows: list[Row], seconds: float, n_tuning: int, n_eval: int, chose
              "|---|---|---|---|---|"]
     lines += [f"| {r.detector} | {r.profile} | {r.threshold:.4f} | {r.tuning:.1f} | {r.evaluation:.1f} |" for r in rows]
     if chosen:
-        profile, (mode, best) = next(iter(chosen.items()))
-        lines += ["", f"Detector chosen on the {profile} profile (the product defaults): score_mode={mode}, "
-                      f"threshold={best.threshold:.4f}, z_gate={best.z_gate:g}, spatial_margin={best.spatial_margin:g}, "
-                      f"refractory_fraction={best.refractory_fraction:g}, likelihood_long={best.likelihood_long}."]
+        profile, stage = next(iter(chosen.items()))
+        best = stage.config
+        lines += ["", f"Detector chosen on the {profile} profile (the product defaults): score_mode={stage.mode}, "
+                      f"season_gate={stage.season_gate:g}, threshold={best.threshold:.4f}, z_gate={best.z_gate:g}, "
+                      f"spatial_margin={best.spatial_margin:g}, refractory_fraction={best.refractory_fraction:g}, "
+                      f"likelihood_long={best.likelihood_long}."]
     return "\n".join(lines) + "\n"
 
 

@@ -96,3 +96,44 @@ def test_bench_cache_key_changes_with_the_code():
     assert nab._cache_path("a/b.csv", config, kind="plain") != nab._cache_path("a/b.csv", config)
     assert nab._cache_path("a/b.csv", config) == nab._cache_path("a/b.csv", config, code=nab.code_fingerprint())
     assert nab._cache_path("a/b.csv", config) != nab._cache_path("a/b.csv", replace(config, seed=8))
+
+
+def test_seasonal_gate_zeroes_only_points_close_to_earlier_days():
+    deviation = np.array([9.0, 9.0, 9.0, 9.0, 2.0])
+    season = np.array([np.nan, 1.0, -2.9, 3.5, 8.0])  # unknown, usual, usual, unusual, unusual
+    got = series_detector.seasonal_gate(deviation, season, limit=3.0)
+    assert got.tolist() == [9.0, 0.0, 0.0, 9.0, 2.0]
+
+
+def test_season_deviation_is_unknown_until_two_days_are_seen():
+    n, period = 1000, 288
+    feats = pl.DataFrame({"z_season": np.arange(n, dtype=float)})
+    got = series_detector.season_deviation(feats, period=period)
+    assert np.isnan(got[: 2 * period]).all() and got[2 * period:].tolist() == list(range(2 * period, n))
+    assert np.isnan(series_detector.season_deviation(feats, period=0)).all()
+    assert series_detector.season_period(300.0) == 288 and series_detector.season_period(86400.0) == 0
+
+
+def test_a_sharp_daily_pattern_is_gated_out_after_two_days():
+    day = 288
+    values = np.tile(np.where(np.arange(day) < 200, 20.0, 80.0), 6)  # a square wave, one edge pair a day
+    config = replace(anomalies.SeriesConfig(), n_estimators=8)
+    feats = series_detector.raw_components(_frame(values), config)
+    edges = np.flatnonzero(np.diff(values) != 0) + 1
+    deviation, gate = feats.get_column("deviation").to_numpy(), feats.get_column("gate").to_numpy()
+    assert deviation[edges].min() > 10  # each edge is a huge deviation from the rolling median...
+    assert (gate[edges[edges >= 2 * day]] == 0).all()  # ...but it happens every day
+
+
+@pytest.mark.slow
+def test_bench_final_score_is_the_product_score():
+    from bench import nab
+
+    rng = np.random.default_rng(8)
+    values = 50 + 10 * np.sin(np.arange(1500) / 288 * 2 * np.pi) + rng.normal(0, 1, 1500)
+    values[1200:1230] += 80
+    config = replace(anomalies.SeriesConfig(), n_estimators=8)
+    frame = _frame(values)
+    product = anomalies.series_scores(frame, config).get_column("score").to_numpy()
+    assert np.array_equal(nab.final_score(nab.ours(frame, config), config), product)
+    assert product[1200:1230].max() >= config.threshold  # and the planted bump scores
