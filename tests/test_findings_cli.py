@@ -100,3 +100,28 @@ def test_ingest_skips_the_findings_when_the_setting_says_so(logs: Path, tmp_path
     assert Lake(data).has_files("requests")
     assert not list(findings.store_dir(Lake(data)).glob("*.json"))
     assert "finding incidents" not in err
+
+
+def test_the_cli_reads_the_stored_answer_for_the_dashboards_window(ingested: tuple[Path, str],
+                                                                    capsys: pytest.CaptureFixture[str],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshlens.cli.common import to_jsonable
+
+    data = ingested[0]
+    found = stored(Lake(data))
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("computed again although the answer is stored")
+
+    monkeypatch.setattr(anomalies, "detect", refuse)
+    monkeypatch.setattr(canary, "judge", refuse)
+    code, out, err = run(capsys, "anomalies", "--data", str(data), "--json")
+    assert code == 0, err
+    assert "the newest data is from 2026-11-10T23:5" in err  # the data ended before the clock
+    payload = json.loads(out)
+    assert payload["window"]["end"].startswith("2026-11-11T00:00")
+    assert payload["incidents"] == json.loads(json.dumps(to_jsonable([i.as_dict() for i in found["incidents"]])))
+    code, out, err = run(capsys, "canary", "--data", str(data), "--json")
+    assert code == 0, err
+    verdicts = json.loads(out)["verdicts"]
+    assert verdicts == json.loads(json.dumps(to_jsonable([v.as_dict() for v in found["canaries"]])))

@@ -54,10 +54,11 @@ def anomalies_cmd(data: str | None, since: str | None, until: str | None, window
         incidents = _series_incidents(series_file)
         scope: dict[str, Any] = {"series": series_file}
     else:
-        anomalies.warm_up()  # scikit-learn's import overlaps opening the lake and reading it
         conn = _connect(data)
-        win = resolve_window(since, until, window, now)
-        incidents = anomalies.detect(conn, window=win, service=_resolve_service(conn, service), env=env)
+        win = resolve_window(since, until, window, now or _end_of_data(conn, until))
+        name = _resolve_service(conn, service)
+        incidents = _stored_or(data, "incidents", win, env=env, service=name,
+                               run=lambda: anomalies.detect(conn, window=win, service=name, env=env))
         scope = {"window": win.as_dict()}
     rows = [[iso(i.start), iso(i.end), iso(i.peak), i.env, ", ".join(i.services),
              ", ".join(f"{a} -> {b}" for a, b in i.edges), "; ".join(i.reasons[:3]), round(i.score, 4)]
@@ -100,8 +101,14 @@ def canary_cmd(data: str | None, since: str | None, until: str | None, window: s
 
     conn = _connect(data)
     win = resolve_window(since, until, window, now or _end_of_data(conn, until))
-    verdicts = canary.judge(conn, _resolve_service(conn, service), window=win, env=env, baseline=baseline,
-                            canary=canary_version, expected_share=expected_share)
+    name = _resolve_service(conn, service)
+
+    def run() -> list[Any]:
+        return canary.judge(conn, name, window=win, env=env, baseline=baseline, canary=canary_version,
+                            expected_share=expected_share)
+
+    pinned = baseline or canary_version or expected_share is not None
+    verdicts = run() if pinned else _stored_or(data, "canaries", win, env=env, service=name, run=run)
     rows = [[v.service, v.env, v.baseline, v.canary, v.verdict, v.decided_at, v.since, v.evidence,
              v.traffic.get("note"), ", ".join(f"{k}={w}%" for k, w in v.next_weights.items())] for v in verdicts]
     notes = [] if verdicts else [f"no service with more than one live version in {win}"]
@@ -110,18 +117,31 @@ def canary_cmd(data: str | None, since: str | None, until: str | None, window: s
 
 
 def _end_of_data(conn: Any, until: str | None) -> str | None:
-    """When the lake's newest request is older than the clock, judge as of the end of the data.
+    """When the lake's newest request is older than the clock, look as of the end of the data.
 
     Logs arrive late (S3 delivery takes minutes, demo data ends on the hour): without this a
-    canary that was live when the data stops would look finished.
+    canary that was live when the data stops would look finished, and the last day's incidents
+    would be cut short. The end is the next whole minute after the newest request, the end of
+    the dashboard's default window (so a stored answer for it is found).
     """
     from analytics.red import latest_ts
 
     newest = latest_ts(conn)
     if until or newest is None or newest >= timewin.utcnow() - timedelta(minutes=15):
         return None
-    click.echo(f"note: the newest data is from {timewin.iso(newest)}; judging as of then (pin it with --now)", err=True)
+    click.echo(f"note: the newest data is from {timewin.iso(newest)}; looking as of then (pin it with --now)", err=True)
     return timewin.iso(newest.replace(second=0, microsecond=0) + timedelta(minutes=1))
+
+
+def _stored_or(data: str | None, kind: str, win: timewin.Window, *, env: str | None, service: str | None,
+               run: Any) -> list[Any]:
+    """The answer kept in the lake for exactly this question (stored when the data landed, see
+    analytics.findings), else ``run()``. The CLI only reads the store: it never writes the lake."""
+    from analytics import findings
+
+    lake = open_lake(data)
+    stored = findings.load(lake, findings.key(lake, kind, win, env=env, service=service))
+    return stored if stored is not None else run()
 
 
 @click.command("report")
