@@ -287,6 +287,8 @@ class SpanColumns:
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     rejects: list[tuple[int, str, str]] = field(default_factory=list)
     tables: list[pa.Table] = field(default_factory=list)
+    spans_rejected: int = 0
+    """Spans lost to the rejects (a rejected resource loses every span it holds)."""
 
     def __len__(self) -> int:
         return len(self.rows) + sum(t.num_rows for t in self.tables)
@@ -303,14 +305,16 @@ class SpanColumns:
             + derive(attrs) + exception + (attributes_json(attrs),)
         )
 
-    def reject(self, line_no: int, reason: str, raw: str) -> None:
-        """Record something that could not be read."""
+    def reject(self, line_no: int, reason: str, raw: str, *, spans: int = 1) -> None:
+        """Record something that could not be read (holding ``spans`` spans)."""
         self.rejects.append((line_no, reason, raw[:65536]))
+        self.spans_rejected += spans
 
     def extend(self, other: "SpanColumns") -> None:
         """Append every span and reject of ``other``."""
         self.rows.extend(other.rows)
         self.rejects.extend(other.rejects)
+        self.spans_rejected += other.spans_rejected
         self.tables.extend(other.tables)
 
     def core_table(self) -> pa.Table:

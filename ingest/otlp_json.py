@@ -132,7 +132,7 @@ def read_request(doc: Any, out: SpanColumns, *, line_no: int, raw: str) -> None:
         try:
             resource, scopes = _resource(rs)
         except SpanError as exc:
-            out.reject(line_no, str(exc), _dump(rs))
+            out.reject(line_no, str(exc), _dump(rs), spans=max(1, _span_count(rs)))
             continue
         for span in _spans(scopes, out, line_no):
             _read_span(span, resource, out, line_no)
@@ -169,6 +169,15 @@ def _resource(rs: Any) -> tuple[Resource, list[Any]]:
                 raise SpanError(f"{key} is not a list")
             scopes.extend(value)
     return resource_from_attributes(attrs), scopes
+
+
+def _span_count(rs: Any) -> int:
+    """How many spans a (rejected) resourceSpans entry holds, as far as its shape tells."""
+    if not isinstance(rs, dict):
+        return 0
+    scopes = [scope for key in _SCOPE_SPANS if isinstance(rs.get(key), list) for scope in rs[key]]
+    return sum(len(scope["spans"]) for scope in scopes
+               if isinstance(scope, dict) and isinstance(scope.get("spans"), list))
 
 
 def _spans(scopes: list[Any], out: SpanColumns, line_no: int) -> Iterator[Any]:

@@ -338,7 +338,7 @@ def check_body(body: bytes, *, kind: bytes) -> tuple[int, int, list[str]]:
     """(spans that will be stored, spans that will not, the reasons); BadBody when undecodable.
 
     Protobuf counts are exact (``otlp_proto.check_request``); a JSON body is decoded whole
-    and each reject counts one span.
+    (a rejected resource counts the spans it holds).
     """
     if kind == spool.KIND_PROTOBUF:
         try:
@@ -350,7 +350,7 @@ def check_body(body: bytes, *, kind: bytes) -> tuple[int, int, list[str]]:
     fatal = _fatal(columns)
     if fatal:
         raise BadBody(fatal)
-    return len(columns), len(columns.rejects), [r[1] for r in columns.rejects]
+    return len(columns), columns.spans_rejected, [r[1] for r in columns.rejects]
 
 
 def _fatal(columns: SpanColumns) -> str:

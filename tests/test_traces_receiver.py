@@ -60,6 +60,18 @@ def test_partial_success_counts_rejected_spans(server) -> None:  # type: ignore[
     assert status == 200 and json.loads(body)["partialSuccess"]["rejectedSpans"] == "1"
 
 
+def test_a_rejected_json_resource_counts_every_span_it_holds(server) -> None:  # type: ignore[no-untyped-def]
+    served, _ = server
+    span = {"traceId": "ab" * 16, "spanId": "cd" * 8, "kind": 2, "startTimeUnixNano": "1794268800000000000"}
+    lost = [{**span, "spanId": f"{i:016x}"} for i in range(1, 4)]
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]},
+                             {"resource": "not an object", "scopeSpans": [{"spans": lost[:2]}, {"spans": lost[2:]}]}]}
+    status, _, body = served.post(json.dumps(doc).encode(), content_type="application/json")
+    partial = json.loads(body)["partialSuccess"]
+    assert status == 200 and partial["rejectedSpans"] == "3"
+    assert "resource is not an object" in partial["errorMessage"]
+
+
 def test_gzip_bodies(server) -> None:  # type: ignore[no-untyped-def]
     served, _ = server
     status, _, _ = served.post_gzip(make_request(service="gz", spans=5, seed=13).SerializeToString())
