@@ -55,3 +55,16 @@ def write_s3_layout(root: Path, *, files: int, per_file: int) -> list[Path]:
         path.write_bytes(gzip.compress(lines(per_file, start=f * per_file)))
         written.append(path)
     return written
+
+
+def run(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; (exit status, stdout, stderr)."""
+    from meshlens.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

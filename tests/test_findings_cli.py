@@ -17,20 +17,10 @@ from meshlens import catalog
 from meshlens.cli import main
 from meshlens.lake import Lake
 from meshlens.timewin import Window
+from tests.ingest_support import run
 
 pytestmark = pytest.mark.slow
 END = datetime(2026, 11, 11, tzinfo=timezone.utc)
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """The CLI in-process: (exit status, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -9,21 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from meshlens.cli import main
-from tests.ingest_support import lines, write_s3_layout
+from tests.ingest_support import lines, run, write_s3_layout
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; (exit status, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()
