@@ -33,6 +33,11 @@ bench/results/nab_cache/<kind>-<hash>/, the hash covering the raw-stage config A
 the code that computes it (``code_fingerprint``), so a changed detector never reads stale
 scores, while re-tuning the score stage reruns no forest. Delete that folder to force a cold run.
 
+Views: ``--views context,forecast,novelty`` runs the detector with the opt-in novelty view (CAD OSE style
+novel level contexts and KNN-CAD nonconformity; ``series_detector.novelty_columns``), written to
+bench/results/nab-context-forecast-novelty.md; the product default stays context + forecast because the
+novelty view did not raise the tuning-folder score (62.8 vs 63.5, standard profile).
+
 Run: ``.venv/bin/python -m bench.nab`` (writes bench/results/nab.md).
 """
 
@@ -150,17 +155,20 @@ def _timestamps(frame: pl.DataFrame) -> list[str]:
 RAW_FIELDS = ("recent_points", "long_points", "refit_every", "warmup_fraction", "min_warmup", "max_train",
               "n_estimators", "short_points", "seed")
 RAW_STAGE = ("raw_components", "forecast_features", "view_matrix", "past_rank", "causal_ranks", "training_rows",
-             "season_period", "season_deviation")
+             "season_period", "season_deviation", "novelty_columns", "long_scale", "level_codes", "context_novelty",
+             "knn_nonconformity")
 RAW_CONSTANTS = ("FEATURES", "FORECAST_FEATURES", "EWM_ALPHAS", "VOLATILITY_POINTS", "RANK_POINTS", "VIEWS",
-                 "REFERENCE_ROWS")
+                 "REFERENCE_ROWS", "VIEW_COLUMNS", "NOVELTY_LEVELS", "NOVELTY_ORDERS", "NOVELTY_RECENT", "KNN_LAGS",
+                 "KNN_K", "KNN_MEMORY")
 CACHE = ROOT / "bench" / "results" / "nab_cache"
 PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 
 
-def ours(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
+def ours(frame: pl.DataFrame, config: anomalies.SeriesConfig, *,
+         views: tuple[str, ...] = series_detector.VIEWS) -> np.ndarray:
     """The product detector's raw per-point components: (ensemble forest rank, robust deviation, value, seasonal
     deviation)."""
-    scored = series_detector.raw_components(frame.select("timestamp", "value"), config)
+    scored = series_detector.raw_components(frame.select("timestamp", "value"), config, views=views)
     return np.vstack([scored.get_column(c).to_numpy() for c in ("rank", "deviation", "value", "season")])
 
 
@@ -209,31 +217,35 @@ def code_fingerprint(kind: str = "ours") -> str:
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:10]
 
 
-def _cache_path(name: str, config: anomalies.SeriesConfig, *, kind: str = "ours", code: str | None = None) -> Path:
-    """Cache file of one NAB file's raw stage, keyed by the raw-stage config AND the code that computes it."""
-    fields = repr([getattr(config, f) for f in RAW_FIELDS] + [kind, code or code_fingerprint(kind)])
+def _cache_path(name: str, config: anomalies.SeriesConfig, *, kind: str = "ours", code: str | None = None,
+                views: tuple[str, ...] = series_detector.VIEWS) -> Path:
+    """Cache file of one NAB file's raw stage, keyed by the raw-stage config, the views AND the code behind it."""
+    fields = repr([getattr(config, f) for f in RAW_FIELDS] + [kind, code or code_fingerprint(kind)]
+                  + ([list(views)] if kind == "ours" else []))
     key = hashlib.sha1(fields.encode()).hexdigest()[:10]
     return CACHE / f"{kind}-{key}" / (name.replace("/", "__") + ".npy")
 
 
-def _cached(kind: str, name: str, frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
-    path = _cache_path(name, config, kind=kind)
+def _cached(kind: str, name: str, frame: pl.DataFrame, config: anomalies.SeriesConfig,
+            views: tuple[str, ...] = series_detector.VIEWS) -> np.ndarray:
+    path = _cache_path(name, config, kind=kind, views=views)
     if path.exists():
         return np.load(path)
-    value = (ours if kind == "ours" else plain_forest)(frame, config)
+    value = ours(frame, config, views=views) if kind == "ours" else plain_forest(frame, config)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, value)
     return value
 
 
 def _run_one(args: tuple) -> tuple[str, np.ndarray, np.ndarray]:
-    name, frame, config = args
-    return name, _cached("ours", name, frame, config), _cached("plain", name, frame, config)
+    name, frame, config, views = args
+    return name, _cached("ours", name, frame, config, views), _cached("plain", name, frame, config)
 
 
-def score_all(corpus, config, *, workers: int = 2) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def score_all(corpus, config, *, workers: int = 2,
+              views: tuple[str, ...] = series_detector.VIEWS) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Raw components of both detectors on every file (cached per file; parallel processes)."""
-    jobs = sorted(((name, frame, config) for name, frame, _ in corpus), key=lambda job: -len(job[1]))
+    jobs = sorted(((name, frame, config, views) for name, frame, _ in corpus), key=lambda job: -len(job[1]))
     if workers <= 1:
         return {name: (a, b) for name, a, b in map(_run_one, jobs)}
     # spawn, not fork: polars' thread pool does not survive a fork
@@ -325,8 +337,8 @@ class Row:
     evaluation: float
 
 
-def run_profile(profile: str, corpus, results, config, *, held_out: bool = True,
-                fixed: Stage | None = None) -> tuple[list[Row], Stage]:
+def run_profile(profile: str, corpus, results, config, *, held_out: bool = True, fixed: Stage | None = None,
+                views: tuple[str, ...] = series_detector.VIEWS) -> tuple[list[Row], Stage]:
     """Tune the detectors on the tuning folders for one NAB profile and score them once on the evaluation folder.
 
     Like NAB, a profile other than the first re-optimises only the alerting (threshold, quiet
@@ -342,7 +354,7 @@ def run_profile(profile: str, corpus, results, config, *, held_out: bool = True,
 
     stage, tuned = tune_ours(tuning, {n: r[0] for n, r in results.items()}, config, cost=cost, fixed=fixed)
     mode, best = stage.mode, stage.config
-    label = (f"meshlens: causal IF x2 views, {mode}, gate {best.z_gate:g}, seasonal gate {stage.season_gate:g}, "
+    label = (f"meshlens: causal IF x{len(views)} views ({'+'.join(views)}), {mode}, gate {best.z_gate:g}, seasonal gate {stage.season_gate:g}, "
              f"range flag {best.spatial_margin:g}, quiet {best.refractory_fraction:.0%}"
              + (f", likelihood window {best.likelihood_long}" if mode == "likelihood" else ""))
     final = {n: final_score(r[0], best, mode=mode, season_gate=stage.season_gate) for n, r in results.items()}
@@ -361,23 +373,32 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="python -m bench.nab")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (files run in parallel)")
     parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated NAB profiles to score")
+    parser.add_argument("--views", default=",".join(series_detector.VIEWS),
+                        help="comma-separated forest views (context, forecast, novelty); default: the product's")
     parser.add_argument("--tuning-only", action="store_true",
                         help="tune and report the tuning folders only; do not look at the evaluation folder")
     args = parser.parse_args(argv if argv is not None else [])
     config = anomalies.SeriesConfig()
     started = time.time()
     corpus = load_corpus(TUNING if args.tuning_only else TUNING + EVALUATION)
-    results = score_all(corpus, config, workers=args.jobs)
+    views = tuple(v for v in args.views.split(",") if v)
+    unknown = set(views) - set(series_detector.VIEW_COLUMNS)
+    if unknown or not views:
+        parser.error(f"unknown view(s) {sorted(unknown)}; choose from {sorted(series_detector.VIEW_COLUMNS)}")
+    results = score_all(corpus, config, workers=args.jobs, views=views)
     rows: list[Row] = []
     chosen: dict[str, Stage] = {}
     for profile in args.profiles.split(","):
         fixed = next(iter(chosen.values()), None)
         profile_rows, chosen[profile] = run_profile(profile, corpus, results, config, held_out=not args.tuning_only,
-                                                    fixed=fixed)
+                                                    fixed=fixed, views=views)
         rows += profile_rows
     n_tuning = sum(1 for n, *_ in corpus if n.split("/")[0] in TUNING)
     table = _markdown(rows, time.time() - started, n_tuning, len(corpus) - n_tuning, chosen)
-    out = ROOT / "bench" / "results" / ("nab-tuning.md" if args.tuning_only else "nab.md")
+    suffix = "" if views == series_detector.VIEWS else "-" + "-".join(views)  # a trial never overwrites nab.md
+    out = ROOT / "bench" / "results" / (("nab-tuning" if args.tuning_only else "nab") + suffix + ".md")
+    if suffix:
+        table = table.replace("(the product defaults)", "(a trial; not the product defaults)")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table, encoding="utf-8")
     print(table)

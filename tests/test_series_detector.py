@@ -137,3 +137,76 @@ def test_bench_final_score_is_the_product_score():
     product = anomalies.series_scores(frame, config).get_column("score").to_numpy()
     assert np.array_equal(nab.final_score(nab.ours(frame, config), config), product)
     assert product[1200:1230].max() >= config.threshold  # and the planted bump scores
+
+
+def test_level_codes_cut_the_past_rank_into_equal_bins():
+    got = series_detector.level_codes(np.array([0.0, 0.19, 0.2, 0.5, 0.99, 1.0]), levels=5)
+    assert got.tolist() == [0, 0, 1, 2, 4, 4]
+
+
+def test_context_novelty_by_hand():
+    codes = np.array([0, 1, 0, 1, 2])
+    got = series_detector.context_novelty(codes, levels=3, orders=(1,), recent=2)
+    # transitions: 0->1 new, 1->0 new, 0->1 seen once, 1->2 new (prefix 1 seen once before)
+    assert got["novel_frac"].tolist() == [0.0, 1.0, 1.0, 0.0, 1.0]
+    assert got["novel_recent"].tolist() == [0.0, 0.5, 1.0, 0.5, 0.5]
+    want = [0.0, -np.log(1 / 3), -np.log(1 / 3), -np.log(2 / 4), -np.log(1 / 4)]
+    assert np.allclose(got["surprise_1"], want)
+
+
+def test_knn_nonconformity_by_hand_and_a_new_shape_stands_out():
+    values = np.array([0.0, 0.0, 1.0, 1.0, 3.0])
+    got = series_detector.knn_nonconformity(values, np.full(5, 2.0), lags=2, k=1, memory=10)
+    # vectors end at 1..4: (0,0) (0,1) (1,1) (1,3); a vector's non-overlapping earlier ones end <= its end - 2
+    # end 3: (1,1) vs (0,0): RMS 1; end 4: (1,3) vs nearest of (0,0), (0,1): RMS sqrt((1+4)/2); over scale 2
+    assert got[:3].tolist() == [0.0, 0.0, 0.0]
+    assert np.isclose(got[3], 0.5) and np.isclose(got[4], np.sqrt(2.5) / 2)
+    wave = np.sin(np.arange(700) / 5.0)
+    wave[600:610] = 0.3  # a flat piece: a shape never seen before, within the usual range
+    knn = series_detector.knn_nonconformity(wave, np.ones(700), lags=8, k=3, memory=300)
+    assert knn[605:612].min() > 10 * knn[400:600].max()
+
+
+def test_novelty_columns_are_causal():
+    rng = np.random.default_rng(6)
+    values = np.tile([10.0, 12.0, 15.0, 11.0], 300) + rng.normal(0, 0.3, 1200)
+    config = anomalies.SeriesConfig()
+    feats = anomalies._series_features(_frame(values), config)
+    feats = feats.with_columns(series_detector.forecast_features(feats, config))
+    later = values.copy()
+    later[900:] = rng.normal(0, 50, 300)
+    cut = anomalies._series_features(_frame(later), config)
+    cut = cut.with_columns(series_detector.forecast_features(cut, config))
+    full = pl.DataFrame(series_detector.novelty_columns(feats, config))
+    changed = pl.DataFrame(series_detector.novelty_columns(cut, config))
+    for column in series_detector.NOVELTY_FEATURES[1:]:
+        a, b = full.get_column(column).to_numpy(), changed.get_column(column).to_numpy()
+        assert np.array_equal(a[:900], b[:900]), column
+        assert not np.array_equal(a[900:], b[900:]), column
+
+
+@pytest.mark.slow
+def test_novelty_view_is_opt_in_and_causal_end_to_end():
+    rng = np.random.default_rng(3)
+    values = 50 + 5 * np.sin(np.arange(1000) / 288 * 2 * np.pi) + rng.normal(0, 1, 1000)
+    config = replace(anomalies.SeriesConfig(), n_estimators=8)
+    assert "novelty" not in series_detector.VIEWS
+    full = series_detector.raw_components(_frame(values), config, views=("context", "forecast", "novelty"))
+    later = values.copy()
+    later[800:] = 0.0
+    cut = series_detector.raw_components(_frame(later), config, views=("context", "forecast", "novelty"))
+    for column in ("rank", "knn", "novel_frac"):
+        assert np.allclose(full.get_column(column).to_numpy()[:800], cut.get_column(column).to_numpy()[:800],
+                           equal_nan=True), column
+    assert "knn" not in series_detector.raw_components(_frame(values), config).columns
+
+
+def test_bench_cache_key_changes_with_the_views():
+    from bench import nab
+
+    config = anomalies.SeriesConfig()
+    trial = ("context", "forecast", "novelty")
+    assert nab._cache_path("a/b.csv", config) == nab._cache_path("a/b.csv", config, views=series_detector.VIEWS)
+    assert nab._cache_path("a/b.csv", config, views=trial) != nab._cache_path("a/b.csv", config)
+    assert nab._cache_path("a/b.csv", config, kind="plain", views=trial) == nab._cache_path("a/b.csv", config,
+                                                                                            kind="plain")
