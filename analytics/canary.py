@@ -226,13 +226,6 @@ def _minute_log_odds(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray,
     return np.where(seen, np.log(ratio) + (e_c - bad * expected) / safe, 0.0), 1.0 / safe, seen
 
 
-def _ar1_mean_variance_at(t: np.ndarray, *, phi: float) -> np.ndarray:
-    """ar1_mean_variance at (possibly fractional) lengths t."""
-    if phi <= 0:
-        return 1.0 / t
-    return (1 + phi) / (1 - phi) / t - 2 * phi * (1 - phi ** t) / ((1 - phi) ** 2 * t * t)
-
-
 def drift_estimate(path: tuple[np.ndarray, ...], *, drift_sd: float, drift_phi: float) -> np.ndarray:
     """Per minute, the per-group drift sd used so far (``drift_variance`` over two groups), at least drift_sd."""
     _, var, poisson, _ = path
@@ -243,7 +236,10 @@ def drift_estimate(path: tuple[np.ndarray, ...], *, drift_sd: float, drift_phi: 
 
 def ar1_mean_variance(count: int, *, phi: float) -> np.ndarray:
     """Per t = 1..count, the variance of the mean of t minutes of a unit-variance AR(1) with lag-1 correlation phi."""
-    return _ar1_mean_variance_at(np.arange(1, count + 1, dtype=float), phi=phi)
+    t = np.arange(1, count + 1, dtype=float)
+    if phi <= 0:
+        return 1.0 / t
+    return (1 + phi) / (1 - phi) / t - 2 * phi * (1 - phi ** t) / ((1 - phi) ** 2 * t * t)
 
 
 def confidence_sequence(n_b: np.ndarray, e_b: np.ndarray, n_c: np.ndarray, e_c: np.ndarray, *,

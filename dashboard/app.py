@@ -15,6 +15,7 @@ import time
 
 import streamlit as st
 
+from analytics import findings
 from dashboard import data, jobs, serve, state
 from meshlens import settings as settings_mod
 from meshlens.errors import MeshlensError
@@ -44,7 +45,7 @@ def sidebar(lake: str) -> state.Ctx:
     """Draw the sidebar and return the page context."""
     st.sidebar.title("meshlens")
     state.page_selector()
-    anchor = state.anchor_from(_optional(data.latest_ts, lake), now=now_utc())
+    anchor = findings.anchor(_optional(data.latest_ts, lake), now=now_utc())
     range_key, window = state.range_selector(anchor=anchor)
     envs = _optional(data.counts, lake, window.start, window.end, by=("env",))
     env = state.env_selector(_column(envs, "env"))

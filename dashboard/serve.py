@@ -89,13 +89,14 @@ def _first_visit_calls(lake: str) -> None:
     Written as the sidebar (dashboard/app.py) and dashboard/views/overview.py write them:
     Streamlit's cache key is the arguments as passed, keywords in their order.
     """
+    from analytics import findings
     from dashboard import charts, data, jobs, state
     from dashboard.views import overview
     from meshlens.lake import now_utc
 
     data.sync(lake)
     jobs.prewarm(lake)
-    anchor = state.anchor_from(data.latest_ts(lake), now=now_utc())
+    anchor = findings.anchor(data.latest_ts(lake), now=now_utc())
     window = state.window_for(state.DEFAULT_RANGE, anchor=anchor)
     data.counts(lake, window.start, window.end, by=("env",))
     data.red(lake, window.start, window.end, by=("service",), env=None)

@@ -71,12 +71,6 @@ def apply_pending_navigation() -> None:
         st.session_state.update(target)
 
 
-def anchor_from(latest: datetime | None, *, now: datetime) -> datetime:
-    """End of the preset ranges: the next minute boundary after now, or after the newest data
-    when the lake is older than now (analytics.findings.anchor, which the stored windows use)."""
-    return findings.anchor(latest, now=now)
-
-
 def window_for(range_key: str, *, anchor: datetime, since: str = "", until: str = "") -> Window:
     """The window of a preset range ending at ``anchor``, or of a custom since/until pair."""
     if range_key == "custom":

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from analytics import findings
 from dashboard import data, state
 from meshlens.errors import ConfigError
 
@@ -15,15 +16,15 @@ NOW = datetime(2026, 11, 28, 12, 30, 15, tzinfo=UTC)
 
 
 def test_anchor_is_the_next_minute_after_now_for_a_live_lake() -> None:
-    assert state.anchor_from(NOW - timedelta(seconds=5), now=NOW) == datetime(2026, 11, 28, 12, 31, tzinfo=UTC)
-    assert state.anchor_from(None, now=NOW) == datetime(2026, 11, 28, 12, 31, tzinfo=UTC)
+    assert findings.anchor(NOW - timedelta(seconds=5), now=NOW) == datetime(2026, 11, 28, 12, 31, tzinfo=UTC)
+    assert findings.anchor(None, now=NOW) == datetime(2026, 11, 28, 12, 31, tzinfo=UTC)
 
 
 def test_anchor_is_the_newest_data_for_an_old_lake() -> None:
     newest = datetime(2026, 11, 10, 23, 59, 56, tzinfo=UTC)
-    assert state.anchor_from(newest, now=NOW) == datetime(2026, 11, 11, tzinfo=UTC)
+    assert findings.anchor(newest, now=NOW) == datetime(2026, 11, 11, tzinfo=UTC)
     on_the_minute = datetime(2026, 11, 10, 23, 59, tzinfo=UTC)
-    assert state.anchor_from(on_the_minute, now=NOW) == on_the_minute
+    assert findings.anchor(on_the_minute, now=NOW) == on_the_minute
 
 
 def test_preset_and_custom_windows() -> None:
