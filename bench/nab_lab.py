@@ -1,0 +1,170 @@
+"""NAB lab: score candidate single-series detectors on NAB's tuning folders, with a leave-one-group-out estimate.
+
+A candidate is a module ``bench/nab_candidates/<name>.py`` with ``score(frame) -> np.ndarray`` (causal, in
+[0, 1]); ``ours`` is the product detector (``bench.nab.final_score`` with the product's score stage). Each
+file's scores are cached in bench/results/nab_lab_cache/<name>-<hash of the module's source>/.
+
+For one candidate (or several, combined point by point with ``--combine max|mean``) it runs NAB's threshold
+optimisation (standard profile; threshold x quiet time after an alert) and prints:
+
+- ``pooled``: the score of all tuning files at the setting tuned on them (what bench.nab reports);
+- the score of each group (realKnownCause, realTraffic, artificial) at that setting;
+- ``LOFO``: for each group, the setting is tuned on the other two and the group is scored with it; the mean
+  of the three. Since the evaluation folder is a source the tuning never saw, this is the estimate that
+  selects between candidates.
+
+``--evaluate`` (the lead's, once, on declared candidates) also scores realAWSCloudwatch at the pooled setting.
+
+Run: ``.venv/bin/python -m bench.nab_lab ours cad_ose --combine max``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import inspect
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from analytics import anomalies
+from bench import nab
+
+GROUPS = {"realKnownCause": ("realKnownCause",), "realTraffic": ("realTraffic",),
+          "artificial": ("artificialWithAnomaly", "artificialNoAnomaly")}
+REFRACTORIES = (None, 0.05, 0.1, 0.15)
+CACHE = nab.ROOT / "bench" / "results" / "nab_lab_cache"
+
+
+def _ours(frame: pl.DataFrame, name: str) -> np.ndarray:
+    config = anomalies.SeriesConfig()
+    return nab.final_score(nab._cached("ours", name, frame, config), config)
+
+
+def _module(candidate: str):
+    return importlib.import_module(f"bench.nab_candidates.{candidate}")
+
+
+def _cache_file(candidate: str, name: str) -> Path:
+    source = inspect.getsource(nab) + inspect.getsource(anomalies) if candidate == "ours" else inspect.getsource(
+        _module(candidate))
+    digest = hashlib.sha1(source.encode()).hexdigest()[:10]
+    return CACHE / f"{candidate}-{digest}" / (name.replace("/", "__") + ".npy")
+
+
+def candidate_scores(candidate: str, name: str, frame: pl.DataFrame) -> np.ndarray:
+    """One candidate's per-point scores on one file (cached)."""
+    path = _cache_file(candidate, name)
+    if path.exists():
+        return np.load(path)
+    frame = frame.select("timestamp", "value")
+    value = _ours(frame, name) if candidate == "ours" else np.asarray(_module(candidate).score(frame), dtype=float)
+    if len(value) != len(frame) or not np.all(np.isfinite(value)):
+        raise SystemExit(f"{candidate}: {name}: score must be {len(frame)} finite numbers")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, value)
+    return value
+
+
+def combined(candidates: list[str], name: str, frame: pl.DataFrame, how: str) -> np.ndarray:
+    """The candidates' scores on one file, combined point by point (max or mean)."""
+    stack = np.vstack([candidate_scores(c, name, frame) for c in candidates])
+    return stack.max(axis=0) if how == "max" else stack.mean(axis=0)
+
+
+def settings() -> list[tuple[float, float | None]]:
+    return [(float(t), r) for r in REFRACTORIES for t in nab.GRID]
+
+
+def raw_matrix(preps, scores, cost) -> np.ndarray:
+    """NAB raw score per (file, setting)."""
+    out = np.zeros((len(preps), len(settings())))
+    for j, (threshold, refractory) in enumerate(settings()):
+        for i, prep in enumerate(preps):
+            score = scores[prep.name]
+            if refractory is None:
+                flags = score >= threshold
+            else:
+                flags = nab.alerts(score, threshold=threshold, refractory=max(1, int(refractory * len(score))))
+            out[i, j] = nab.raw_score(prep, flags, cost)
+    return out
+
+
+def best_setting(raws: np.ndarray, rows: np.ndarray) -> int:
+    """Index of the setting with the highest summed raw score over ``rows`` (first on ties)."""
+    return int(np.argmax(raws[rows].sum(axis=0)))
+
+
+def report(preps, raws, cost) -> dict:
+    """Pooled, per-group and leave-one-group-out scores."""
+    group_of = np.array([_group(p.name) for p in preps])
+    everything = np.ones(len(preps), dtype=bool)
+    pooled = best_setting(raws, everything)
+    out = {"setting": settings()[pooled], "pooled": _norm(raws, everything, pooled, preps, cost), "groups": {},
+           "lofo": {}}
+    for group in GROUPS:
+        rows = group_of == group
+        out["groups"][group] = _norm(raws, rows, pooled, preps, cost)
+        out["lofo"][group] = _norm(raws, rows, best_setting(raws, ~rows), preps, cost)
+    out["lofo_mean"] = float(np.mean(list(out["lofo"].values())))
+    return out
+
+
+def _group(name: str) -> str:
+    folder = name.split("/")[0]
+    return next(g for g, folders in GROUPS.items() if folder in folders)
+
+
+def _norm(raws, rows, setting, preps, cost) -> float:
+    chosen = [p for p, keep in zip(preps, rows) if keep]
+    return nab.normalized(float(raws[rows, setting].sum()), chosen, cost)
+
+
+def main(argv: list[str] | None = None) -> str:
+    """Score candidates on the tuning folders (and, with --evaluate, realAWSCloudwatch)."""
+    parser = argparse.ArgumentParser(prog="python -m bench.nab_lab")
+    parser.add_argument("candidates", nargs="+", help="'ours' or module names in bench/nab_candidates/")
+    parser.add_argument("--combine", choices=("max", "mean"), default="max")
+    parser.add_argument("--evaluate", action="store_true", help="also score realAWSCloudwatch (lead only, once)")
+    args = parser.parse_args(argv if argv is not None else [])
+    started = time.time()
+    cost = json.loads((nab.NAB_DIR / "profiles.json").read_text())["standard"]["CostMatrix"]
+    corpus = nab.load_corpus(nab.TUNING + (nab.EVALUATION if args.evaluate else ()))
+    scores = {name: combined(args.candidates, name, frame, args.combine) for name, frame, _ in corpus}
+    preps = {name: nab.prepare(name, nab._timestamps(frame), wins, cost) for name, frame, wins in corpus}
+    tuning = [preps[n] for n, *_ in corpus if n.split("/")[0] in nab.TUNING]
+    result = report(tuning, raw_matrix(tuning, scores, cost), cost)
+    if args.evaluate:
+        threshold, refractory = result["setting"]
+        held = [preps[n] for n, *_ in corpus if n.split("/")[0] in nab.EVALUATION]
+        result["evaluation"] = nab.evaluate(held, scores, threshold=threshold, refractory=refractory, cost=cost)
+    text = _markdown(args, result, time.time() - started)
+    out = nab.ROOT / "bench" / "results" / f"nab-lab-{'-'.join(args.candidates)}-{args.combine}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(text)
+    return text
+
+
+def _markdown(args, result: dict, seconds: float) -> str:
+    threshold, refractory = result["setting"]
+    quiet = "none" if refractory is None else f"{refractory:.0%}"
+    name = f" {args.combine} ".join(args.candidates)
+    lines = [f"## NAB lab: {name} (standard profile, {seconds:.0f} s)", "",
+             f"pooled tuning score {result['pooled']:.1f} at threshold {threshold:.4f}, quiet time {quiet}", "",
+             "| group | at the pooled setting | LOFO (tuned on the other groups) |", "|---|---|---|"]
+    lines += [f"| {g} | {result['groups'][g]:.1f} | {result['lofo'][g]:.1f} |" for g in GROUPS]
+    lines += [f"| **mean** | {np.mean(list(result['groups'].values())):.1f} | **{result['lofo_mean']:.1f}** |"]
+    if "evaluation" in result:
+        lines += ["", f"realAWSCloudwatch (evaluation, pooled setting): **{result['evaluation']:.1f}**"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
