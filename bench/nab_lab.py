@@ -13,7 +13,8 @@ optimisation (standard profile; threshold x quiet time after an alert) and print
   of the three. Since the evaluation folder is a source the tuning never saw, this is the estimate that
   selects between candidates.
 
-``--evaluate`` (the lead's, once, on declared candidates) also scores realAWSCloudwatch at the pooled setting.
+``--rank`` first replaces every candidate but ours by its causal rank (its mid-rank among its own earlier scores), so
+that scores of different scales share one threshold. ``--evaluate`` (the lead's, once, on declared candidates) also scores realAWSCloudwatch at the pooled setting.
 
 Run: ``.venv/bin/python -m bench.nab_lab ours cad_ose --combine max``.
 """
@@ -21,6 +22,7 @@ Run: ``.venv/bin/python -m bench.nab_lab ours cad_ose --combine max``.
 from __future__ import annotations
 
 import argparse
+import bisect
 import hashlib
 import importlib
 import inspect
@@ -37,6 +39,7 @@ from bench import nab
 GROUPS = {"realKnownCause": ("realKnownCause",), "realTraffic": ("realTraffic",),
           "artificial": ("artificialWithAnomaly", "artificialNoAnomaly")}
 REFRACTORIES = (None, 0.05, 0.1, 0.15)
+RANK_LEARN = 50
 CACHE = nab.ROOT / "bench" / "results" / "nab_lab_cache"
 
 
@@ -70,10 +73,23 @@ def candidate_scores(candidate: str, name: str, frame: pl.DataFrame) -> np.ndarr
     return value
 
 
-def combined(candidates: list[str], name: str, frame: pl.DataFrame, how: str) -> np.ndarray:
-    """The candidates' scores on one file, combined point by point (max or mean)."""
-    stack = np.vstack([candidate_scores(c, name, frame) for c in candidates])
+def combined(candidates: list[str], name: str, frame: pl.DataFrame, how: str, *, rank: bool = False) -> np.ndarray:
+    """The candidates' scores on one file, combined point by point (max or mean); with ``rank`` every candidate
+    but ``ours`` (a rank already) is first replaced by its causal rank."""
+    stack = [candidate_scores(c, name, frame) for c in candidates]
+    stack = np.vstack([causal_rank(s) if rank and c != "ours" else s for c, s in zip(candidates, stack)])
     return stack.max(axis=0) if how == "max" else stack.mean(axis=0)
+
+
+def causal_rank(score: np.ndarray, *, learn: int = RANK_LEARN) -> np.ndarray:
+    """Each score's mid-rank among the scores before it (0 for the first ``learn`` points)."""
+    out, seen = np.zeros(len(score)), []
+    for i, value in enumerate(score):
+        if i >= learn:
+            below, upto = bisect.bisect_left(seen, value), bisect.bisect_right(seen, value)
+            out[i] = (below + 0.5 * (upto - below)) / len(seen)
+        bisect.insort(seen, value)
+    return out
 
 
 def settings() -> list[tuple[float, float | None]]:
@@ -129,12 +145,14 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="python -m bench.nab_lab")
     parser.add_argument("candidates", nargs="+", help="'ours' or module names in bench/nab_candidates/")
     parser.add_argument("--combine", choices=("max", "mean"), default="max")
+    parser.add_argument("--rank", action="store_true",
+                        help="replace each candidate's score (not ours) by its causal rank before combining")
     parser.add_argument("--evaluate", action="store_true", help="also score realAWSCloudwatch (lead only, once)")
     args = parser.parse_args(argv if argv is not None else [])
     started = time.time()
     cost = json.loads((nab.NAB_DIR / "profiles.json").read_text())["standard"]["CostMatrix"]
     corpus = nab.load_corpus(nab.TUNING + (nab.EVALUATION if args.evaluate else ()))
-    scores = {name: combined(args.candidates, name, frame, args.combine) for name, frame, _ in corpus}
+    scores = {name: combined(args.candidates, name, frame, args.combine, rank=args.rank) for name, frame, _ in corpus}
     preps = {name: nab.prepare(name, nab._timestamps(frame), wins, cost) for name, frame, wins in corpus}
     tuning = [preps[n] for n, *_ in corpus if n.split("/")[0] in nab.TUNING]
     result = report(tuning, raw_matrix(tuning, scores, cost), cost)
@@ -143,7 +161,7 @@ def main(argv: list[str] | None = None) -> str:
         held = [preps[n] for n, *_ in corpus if n.split("/")[0] in nab.EVALUATION]
         result["evaluation"] = nab.evaluate(held, scores, threshold=threshold, refractory=refractory, cost=cost)
     text = _markdown(args, result, time.time() - started)
-    out = nab.ROOT / "bench" / "results" / f"nab-lab-{'-'.join(args.candidates)}-{args.combine}.md"
+    out = nab.ROOT / "bench" / "results" / f"nab-lab-{'-'.join(args.candidates)}-{args.combine}{'-rank' if args.rank else ''}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     print(text)
@@ -153,7 +171,7 @@ def main(argv: list[str] | None = None) -> str:
 def _markdown(args, result: dict, seconds: float) -> str:
     threshold, refractory = result["setting"]
     quiet = "none" if refractory is None else f"{refractory:.0%}"
-    name = f" {args.combine} ".join(args.candidates)
+    name = f" {args.combine} ".join(args.candidates) + (" (causal ranks)" if args.rank else "")
     lines = [f"## NAB lab: {name} (standard profile, {seconds:.0f} s)", "",
              f"pooled tuning score {result['pooled']:.1f} at threshold {threshold:.4f}, quiet time {quiet}", "",
              "| group | at the pooled setting | LOFO (tuned on the other groups) |", "|---|---|---|"]

@@ -25,3 +25,13 @@ def test_lofo_scores_each_group_at_the_setting_tuned_on_the_others() -> None:
     # without realTraffic, setting 3 wins (2 > -0.5); without a, setting 7 wins (1.5 > 0); without c, a tie: first
     assert result["lofo"] == {"realKnownCause": 0.0, "realTraffic": 0.0, "artificial": 100.0}
     assert result["lofo_mean"] == 100.0 / 3
+
+
+def test_causal_rank_is_the_mid_rank_among_earlier_scores_only() -> None:
+    score = np.array([3.0, 1.0, 2.0, 2.0, 5.0, 0.0])
+    ranks = nab_lab.causal_rank(score, learn=2)
+    assert ranks[:2].tolist() == [0.0, 0.0]
+    assert ranks[2:].tolist() == [0.5, (1 + 0.5) / 3, 1.0, 0.0]  # 2 vs {1,3}; 2 vs {1,2,3}; 5 max; 0 min
+    later = score.copy()
+    later[4:] = [-9.0, 9.0]
+    assert nab_lab.causal_rank(later, learn=2)[:4].tolist() == ranks[:4].tolist()
