@@ -29,6 +29,7 @@ import inspect
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -92,21 +93,30 @@ def causal_rank(score: np.ndarray, *, learn: int = RANK_LEARN) -> np.ndarray:
     return out
 
 
-def settings() -> list[tuple[float, float | None]]:
-    return [(float(t), r) for r in REFRACTORIES for t in nab.GRID]
+def settings(quiet: tuple = REFRACTORIES) -> list[tuple[float, Any]]:
+    """(threshold, quiet time) pairs: a quiet time is None, a fraction of the file or a duration ("12h")."""
+    return [(float(t), r) for r in quiet for t in nab.GRID]
 
 
-def raw_matrix(preps, scores, cost) -> np.ndarray:
+def flags(score: np.ndarray, threshold: float, quiet: Any, step_seconds: float) -> np.ndarray:
+    """Alerts at one setting: every point over the threshold, or one alert then a quiet time."""
+    if quiet is None:
+        return score >= threshold
+    if isinstance(quiet, str):
+        points = int(float(quiet.rstrip("h")) * 3600 / step_seconds)
+    else:
+        points = int(quiet * len(score))
+    return nab.alerts(score, threshold=threshold, refractory=max(1, points))
+
+
+def raw_matrix(preps, scores, cost, *, steps: dict[str, float], quiet: tuple = REFRACTORIES) -> np.ndarray:
     """NAB raw score per (file, setting)."""
-    out = np.zeros((len(preps), len(settings())))
-    for j, (threshold, refractory) in enumerate(settings()):
+    grid = settings(quiet)
+    out = np.zeros((len(preps), len(grid)))
+    for j, (threshold, refractory) in enumerate(grid):
         for i, prep in enumerate(preps):
-            score = scores[prep.name]
-            if refractory is None:
-                flags = score >= threshold
-            else:
-                flags = nab.alerts(score, threshold=threshold, refractory=max(1, int(refractory * len(score))))
-            out[i, j] = nab.raw_score(prep, flags, cost)
+            alerts = flags(scores[prep.name], threshold, refractory, steps[prep.name])
+            out[i, j] = nab.raw_score(prep, alerts, cost)
     return out
 
 
@@ -115,12 +125,12 @@ def best_setting(raws: np.ndarray, rows: np.ndarray) -> int:
     return int(np.argmax(raws[rows].sum(axis=0)))
 
 
-def report(preps, raws, cost) -> dict:
+def report(preps, raws, cost, *, quiet: tuple = REFRACTORIES) -> dict:
     """Pooled, per-group and leave-one-group-out scores."""
     group_of = np.array([_group(p.name) for p in preps])
     everything = np.ones(len(preps), dtype=bool)
     pooled = best_setting(raws, everything)
-    out = {"setting": settings()[pooled], "pooled": _norm(raws, everything, pooled, preps, cost), "groups": {},
+    out = {"setting": settings(quiet)[pooled], "pooled": _norm(raws, everything, pooled, preps, cost), "groups": {},
            "lofo": {}}
     for group in GROUPS:
         rows = group_of == group
@@ -147,6 +157,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--combine", choices=("max", "mean"), default="max")
     parser.add_argument("--rank", action="store_true",
                         help="replace each candidate's score (not ours) by its causal rank before combining")
+    parser.add_argument("--quiet-hours", default="",
+                        help="comma-separated quiet times in hours (e.g. 6,12,24) instead of fractions of the file")
     parser.add_argument("--evaluate", action="store_true", help="also score realAWSCloudwatch (lead only, once)")
     args = parser.parse_args(argv if argv is not None else [])
     started = time.time()
@@ -155,13 +167,16 @@ def main(argv: list[str] | None = None) -> str:
     scores = {name: combined(args.candidates, name, frame, args.combine, rank=args.rank) for name, frame, _ in corpus}
     preps = {name: nab.prepare(name, nab._timestamps(frame), wins, cost) for name, frame, wins in corpus}
     tuning = [preps[n] for n, *_ in corpus if n.split("/")[0] in nab.TUNING]
-    result = report(tuning, raw_matrix(tuning, scores, cost), cost)
+    quiet = (None, *(f"{h}h" for h in args.quiet_hours.split(","))) if args.quiet_hours else REFRACTORIES
+    steps = {name: anomalies._step_seconds(frame) or 60.0 for name, frame, _ in corpus}
+    result = report(tuning, raw_matrix(tuning, scores, cost, steps=steps, quiet=quiet), cost, quiet=quiet)
     if args.evaluate:
         threshold, refractory = result["setting"]
         held = [preps[n] for n, *_ in corpus if n.split("/")[0] in nab.EVALUATION]
-        result["evaluation"] = nab.evaluate(held, scores, threshold=threshold, refractory=refractory, cost=cost)
+        raw = sum(nab.raw_score(p, flags(scores[p.name], threshold, refractory, steps[p.name]), cost) for p in held)
+        result["evaluation"] = nab.normalized(raw, held, cost)
     text = _markdown(args, result, time.time() - started)
-    out = nab.ROOT / "bench" / "results" / f"nab-lab-{'-'.join(args.candidates)}-{args.combine}{'-rank' if args.rank else ''}.md"
+    out = nab.ROOT / "bench" / "results" / f"nab-lab-{'-'.join(args.candidates)}-{args.combine}{'-rank' if args.rank else ''}{'-quiet' if args.quiet_hours else ''}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
     print(text)
@@ -170,7 +185,7 @@ def main(argv: list[str] | None = None) -> str:
 
 def _markdown(args, result: dict, seconds: float) -> str:
     threshold, refractory = result["setting"]
-    quiet = "none" if refractory is None else f"{refractory:.0%}"
+    quiet = "none" if refractory is None else refractory if isinstance(refractory, str) else f"{refractory:.0%}"
     name = f" {args.combine} ".join(args.candidates) + (" (causal ranks)" if args.rank else "")
     lines = [f"## NAB lab: {name} (standard profile, {seconds:.0f} s)", "",
              f"pooled tuning score {result['pooled']:.1f} at threshold {threshold:.4f}, quiet time {quiet}", "",
