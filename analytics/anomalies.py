@@ -239,14 +239,16 @@ def _fit_and_rank(train: np.ndarray, rows: np.ndarray, n_estimators: int, seed: 
 # Single metric series
 # --------------------------------------------------------------------------------------
 def series_scores(frame: pl.DataFrame, config: SeriesConfig = SeriesConfig()) -> pl.DataFrame:
-    """Per point: timestamp, value, the context features, ``rank`` (forest) and ``score`` in [0, 1]."""
+    """Per point: timestamp, value, the context features, ``rank`` (forest), ``forest_score`` (gated), ``discord``
+    (shape) and ``score``, the larger of the last two, in [0, 1]."""
     from analytics import series_detector  # the series scorer builds on the forest defined here
 
     frame = frame.sort("timestamp").drop_nulls("value").filter(pl.col("value").is_finite())
     feats = series_detector.raw_components(frame, config)
-    score = series_detector.combined_score(feats.get_column("rank").to_numpy(), feats.get_column("gate").to_numpy(),
-                                           feats.get_column("spatial").to_numpy(), config)
-    return feats.with_columns(pl.Series("score", score))
+    forest = series_detector.combined_score(feats.get_column("rank").to_numpy(), feats.get_column("gate").to_numpy(),
+                                            feats.get_column("spatial").to_numpy(), config)
+    score = np.maximum(forest, feats.get_column("discord").to_numpy())
+    return feats.with_columns(pl.Series("forest_score", forest), pl.Series("score", score))
 
 
 def _series_features(frame: pl.DataFrame, config: SeriesConfig) -> pl.DataFrame:
@@ -322,18 +324,27 @@ def detect_series(frame: pl.DataFrame, config: SeriesConfig = SeriesConfig()) ->
         incidents.append(Incident(
             start=part.get_column("timestamp")[0], end=part.get_column("timestamp")[-1] + step,
             peak=row["timestamp"], score=float(part.get_column("score").max() or 0.0),  # type: ignore[arg-type]
-            services=[str(name)], reasons=[_series_reason(str(name), row, scored, lo)],
+            services=[str(name)], reasons=[_series_reason(str(name), row, scored, lo, shape=_shape_driven(part))],
             series=[str(name)]))
     return incidents
 
 
-def _series_reason(name: str, row: dict[str, Any], scored: pl.DataFrame, lo: int) -> str:
+def _series_reason(name: str, row: dict[str, Any], scored: pl.DataFrame, lo: int, *, shape: bool = False) -> str:
     before = scored.slice(max(0, lo - 288), min(288, lo)).get_column("value")
     base = float(before.median()) if len(before) else float("nan")  # type: ignore[arg-type]
     value = float(row["value"])
     ratio = f" ({value / base:.1f}x)" if base and math.isfinite(base) and base > 0 else ""
-    return (f"{name} {_num(value)} vs {_num(base)} baseline{ratio}, "
-            f"{abs(row['z_long']):.1f} robust deviations {'above' if row['z_long'] > 0 else 'below'}")
+    level = (f"{_num(value)} vs {_num(base)} baseline{ratio}, "
+             f"{abs(row['z_long']):.1f} robust deviations {'above' if row['z_long'] > 0 else 'below'}")
+    if shape:
+        return f"{name}: a shape never seen before (its last points match nothing earlier); {level}"
+    return f"{name} {level}"
+
+
+def _shape_driven(part: pl.DataFrame) -> bool:
+    """True when the first alert of a run came from the discord rank rather than the forests."""
+    first = part.row(0, named=True)
+    return bool(first["discord"] > first["forest_score"])
 
 
 def _runs(flags: np.ndarray, *, gap: int) -> list[tuple[int, int]]:

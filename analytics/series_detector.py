@@ -45,6 +45,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy.special import log_ndtr
 from sklearn.ensemble import IsolationForest
 
+from analytics import discord
+
 FEATURES = ("level", "z_recent", "z_long", "z_diff", "z_season", "z_short")
 FORECAST_FEATURES = ("level", "z_long", "z_diff", "z_ewm_fast", "z_ewm_mid", "z_ewm_slow", "z_short",
                      "volatility", "z_season", "past_rank")
@@ -63,7 +65,8 @@ REFERENCE_ROWS = 2048  # training rows a forest's scores are ranked against
 
 
 def raw_components(frame: pl.DataFrame, config: Any, *, views: tuple[str, ...] = VIEWS) -> pl.DataFrame:
-    """Features, ensemble forest ``rank``, robust ``deviation``, ``season``, ``gate`` and ``spatial`` flag (causal)."""
+    """Features, ensemble forest ``rank``, robust ``deviation``, ``season``, ``gate``, ``spatial`` flag and the
+    ``discord`` rank of the shape ending at each point (causal)."""
     from analytics import anomalies  # the context features live with the lake detector
 
     feats = anomalies._series_features(frame, config)
@@ -83,9 +86,11 @@ def raw_components(frame: pl.DataFrame, config: Any, *, views: tuple[str, ...] =
     season = season_deviation(feats, period=season_period(anomalies._step_seconds(feats)))
     spatial = spatial_flags(feats.get_column("value").to_numpy(), margin=config.spatial_margin,
                             learn=config.likelihood_learn)
+    shape = discord.discord_rank(feats.get_column("value").to_numpy())
+    shape[:warm] = 0.0  # like the forests: nothing is scored while the series is being learned
     return feats.with_columns(pl.Series("rank", rank), pl.Series("deviation", deviation), pl.Series("season", season),
                               pl.Series("gate", seasonal_gate(deviation, season, limit=SEASON_GATE)),
-                              pl.Series("spatial", spatial))
+                              pl.Series("spatial", spatial), pl.Series("discord", shape))
 
 
 VIEW_COLUMNS = {"context": FEATURES, "forecast": FORECAST_FEATURES, "novelty": NOVELTY_FEATURES}
@@ -278,7 +283,8 @@ def spatial_flags(values: np.ndarray, *, margin: float, learn: int) -> np.ndarra
 
 def combined_score(rank: np.ndarray, gate: np.ndarray, spatial: np.ndarray, config: Any, *,
                    mode: str = SCORE_MODE) -> np.ndarray:
-    """Final score in [0, 1]: the ensemble rank (or its likelihood), 0 under the gate, 1.0 on a spatial anomaly."""
+    """The forests' score in [0, 1]: the ensemble rank (or its likelihood), 0 under the gate, 1.0 on a spatial
+    anomaly. The series score is the larger of this and the ``discord`` rank."""
     score = np.zeros(len(rank))
     fitted = np.flatnonzero(~np.isnan(rank))
     if len(fitted):

@@ -18,11 +18,14 @@ No look-ahead: the detector is ``analytics.anomalies.series_scores`` (``analytic
 two causal isolation forests, one over context features and one over forecast-error features,
 their calibrated ranks averaged, gated by a robust deviation that must also be a deviation from
 the same time on earlier days once two days are known, plus a flag when a value leaves the range
-seen so far); an alert silences the series for a fraction of its length (NAB counts
-only the best detection of a window, and every other flag outside a window costs). The free
-parameters (score mode: the ensemble rank or Numenta's anomaly likelihood of it, likelihood
-window, gate, seasonal gate, range flag, quiet time, threshold) are chosen by NAB's threshold optimisation run
-on the tuning folders only (realKnownCause, realTraffic, artificial*), separately per profile,
+seen so far; the larger of that score and the discord rank of the shape ending at each point,
+``analytics.discord``, chosen in bench/nab_lab.py by its leave-one-group-out score); an alert silences the series for a fraction of its length (NAB counts
+only the best detection of a window, and every other flag outside a window costs). The score
+stage (score mode: the ensemble rank or Numenta's anomaly likelihood of it, likelihood window, gate,
+seasonal gate, range flag) is the product's: sessions 2-3 chose it with NAB's threshold optimisation
+over all of them (``--search-stages`` reruns that search) and session 4 added the discord rank by the
+leave-one-group-out selection of bench/nab_lab.py. By default the threshold and the quiet time are
+tuned, on the tuning folders only (realKnownCause, realTraffic, artificial*), separately per profile,
 and then applied unchanged, once, to realAWSCloudwatch, which is reported as evaluation.
 Baseline: a plain isolation forest on (value, rolling z-score), causal with the same refit
 schedule, every point over the threshold an alert, tuned the same way.
@@ -57,7 +60,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from analytics import anomalies, series_detector
+from analytics import anomalies, discord, series_detector
 from analytics.series import read_series
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,9 +170,9 @@ PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
 def ours(frame: pl.DataFrame, config: anomalies.SeriesConfig, *,
          views: tuple[str, ...] = series_detector.VIEWS) -> np.ndarray:
     """The product detector's raw per-point components: (ensemble forest rank, robust deviation, value, seasonal
-    deviation)."""
+    deviation, discord rank)."""
     scored = series_detector.raw_components(frame.select("timestamp", "value"), config, views=views)
-    return np.vstack([scored.get_column(c).to_numpy() for c in ("rank", "deviation", "value", "season")])
+    return np.vstack([scored.get_column(c).to_numpy() for c in ("rank", "deviation", "value", "season", "discord")])
 
 
 @dataclass(frozen=True)
@@ -186,7 +189,7 @@ def final_score(raw: np.ndarray, config: anomalies.SeriesConfig, *, mode: str = 
     """The detector's score from cached raw components (exactly as series_scores computes it)."""
     spatial = series_detector.spatial_flags(raw[2], margin=config.spatial_margin, learn=config.likelihood_learn)
     gate = series_detector.seasonal_gate(raw[1], raw[3], limit=season_gate)
-    return series_detector.combined_score(raw[0], gate, spatial, config, mode=mode)
+    return np.maximum(series_detector.combined_score(raw[0], gate, spatial, config, mode=mode), raw[4])
 
 
 def plain_forest(frame: pl.DataFrame, config: anomalies.SeriesConfig) -> np.ndarray:
@@ -212,7 +215,7 @@ def code_fingerprint(kind: str = "ours") -> str:
     else:
         functions = [getattr(series_detector, f) for f in RAW_STAGE] + [
             anomalies._series_features, anomalies._season_z, ours]
-        constants = [repr(getattr(series_detector, c)) for c in RAW_CONSTANTS]
+        constants = [repr(getattr(series_detector, c)) for c in RAW_CONSTANTS] + [inspect.getsource(discord)]
     parts = [inspect.getsource(f) for f in functions] + constants
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:10]
 
@@ -375,6 +378,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--profiles", default=",".join(PROFILES), help="comma-separated NAB profiles to score")
     parser.add_argument("--views", default=",".join(series_detector.VIEWS),
                         help="comma-separated forest views (context, forecast, novelty); default: the product's")
+    parser.add_argument("--search-stages", action="store_true",
+                        help="search the score stage (gates, range flag, score mode) too, as sessions 2-3 chose it; "
+                             "by default the product's stage is scored and only the threshold and quiet time are tuned")
     parser.add_argument("--tuning-only", action="store_true",
                         help="tune and report the tuning folders only; do not look at the evaluation folder")
     args = parser.parse_args(argv if argv is not None else [])
@@ -389,7 +395,8 @@ def main(argv: list[str] | None = None) -> str:
     rows: list[Row] = []
     chosen: dict[str, Stage] = {}
     for profile in args.profiles.split(","):
-        fixed = next(iter(chosen.values()), None)
+        product = Stage(series_detector.SCORE_MODE, series_detector.SEASON_GATE, config)
+        fixed = next(iter(chosen.values()), None if args.search_stages else product)
         profile_rows, chosen[profile] = run_profile(profile, corpus, results, config, held_out=not args.tuning_only,
                                                     fixed=fixed, views=views)
         rows += profile_rows

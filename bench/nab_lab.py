@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from analytics import anomalies
+from analytics import anomalies, series_detector
 from bench import nab
 
 GROUPS = {"realKnownCause": ("realKnownCause",), "realTraffic": ("realTraffic",),
@@ -54,8 +54,8 @@ def _module(candidate: str):
 
 
 def _cache_file(candidate: str, name: str) -> Path:
-    source = inspect.getsource(nab) + inspect.getsource(anomalies) if candidate == "ours" else inspect.getsource(
-        _module(candidate))
+    source = (inspect.getsource(nab) + nab.code_fingerprint() + inspect.getsource(series_detector) if candidate == "ours"
+              else inspect.getsource(_module(candidate)))
     digest = hashlib.sha1(source.encode()).hexdigest()[:10]
     return CACHE / f"{candidate}-{digest}" / (name.replace("/", "__") + ".npy")
 

@@ -85,6 +85,22 @@ def test_detect_series_finds_a_planted_level_shift_at_its_time():
 
 
 @pytest.mark.slow
+def test_detect_series_finds_a_new_shape_whose_values_stay_in_range():
+    rng = np.random.default_rng(3)
+    steps, period, at = np.arange(3000), 144, 2400
+    values = 100 + 20 * np.sin(2 * np.pi * steps / period) + rng.normal(0, 1.0, 3000)
+    half = slice(at, at + period // 2)
+    values[half] = 100 + 20 * np.sin(2 * np.pi * steps[half] / period)[::-1] + rng.normal(0, 1.0, period // 2)
+    scored = anomalies.series_scores(_series(values).select("timestamp", "value"))
+    assert scored.get_column("forest_score").to_numpy()[half].max() < anomalies.SeriesConfig().threshold
+    incidents = anomalies.detect_series(_series(values))  # a half cycle run backwards: found by its shape
+    planted = T0 + timedelta(minutes=5 * at)
+    hits = [i for i in incidents if planted <= i.start <= planted + timedelta(minutes=5 * period // 2)]
+    assert hits, [i.summary for i in incidents]
+    assert "a shape never seen before" in hits[0].reasons[0]
+
+
+@pytest.mark.slow
 def test_detect_series_is_causal_future_points_do_not_change_past_scores():
     values = _daily_noise(2000, seed=5)
     full = anomalies.series_scores(_series(values).select("timestamp", "value"))

@@ -52,9 +52,12 @@ def test_raw_components_are_causal_end_to_end():
     later = values.copy()
     later[1000:] *= 3
     cut = series_detector.raw_components(_frame(later), config)
-    for column in ("rank", "gate", "z_ewm_fast", "volatility", "past_rank"):
+    for column in ("rank", "gate", "z_ewm_fast", "volatility", "past_rank", "discord"):
         a, b = full.get_column(column).to_numpy()[:1000], cut.get_column(column).to_numpy()[:1000]
         assert np.allclose(a, b, equal_nan=True), column
+    warm = int(config.warmup_fraction * len(values))
+    assert (full.get_column("discord").to_numpy()[:warm] == 0).all()  # nothing scored while learning
+    assert cut.get_column("discord").to_numpy()[1000:1100].max() > 0.99  # the tripled series is a new shape
 
 
 def test_forecast_errors_are_relative_to_the_past_scale():

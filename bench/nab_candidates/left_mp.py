@@ -1,177 +1,23 @@
-"""Causal time-series discords: the LEFT matrix profile as a NAB detector candidate.
+"""NAB lab candidate: causal time-series discords, the left matrix profile (``analytics.discord``).
 
-Source: the matrix profile of Yeh et al. 2016 ("Matrix Profile I: all pairs similarity joins
-for time series"), computed STOMP-style (Zhu et al. 2016, "Matrix Profile II": running sliding
-dot products, one vectorised row per subsequence), restricted to its LEFT half as in Zhu et al.
-2017 ("Matrix Profile VII: time series chains"): for the subsequence of length m that ENDS at
-point i, the z-normalised Euclidean distance to its nearest neighbour among the subsequences
-lying entirely before it (no overlap: the neighbour ends at or before i - m). A large left
-distance is a discord, a shape never seen before; discords as anomaly scores follow Wu & Keogh
-2021 ("Current time series anomaly detection benchmarks are flawed ..."). No stumpy: numpy only.
+Declared configuration 1 (the product's): z-normalised, noise-corrected, lengths 8/16/32/64 combined
+by max. Configuration 2 sets ``NORMALISE = False`` (plain Euclidean distance per point).
 
-What differs from the papers:
-- Causal and bounded: only the past is searched, and only its last ``MAX_LAG`` subsequences
-  (O(n * MAX_LAG) work; the 25 tuning files take ~35 s on one core for four lengths); an exact
-  dot-product refresh every ``REFRESH_EVERY`` rows bounds the round-off drift of the STOMP update.
-- Constant subsequences (std ~ 0) follow stumpy's convention: two constant subsequences are
-  at distance 0, a constant and a non-constant one at sqrt(m) (uncorrelated).
-- Noise correction (De Paepe et al. 2019, "Eliminating noise in the matrix profile"): plain
-  z-normalisation blows white noise up to full-size shapes, so every squared distance loses
-  (2 + 2m) * noise_var / max(std_a, std_b)^2, the noise variance estimated causally as half the
-  variance of the first differences seen so far. Without it the z-normalised profile scores
-  near 0 on NAB's tuning folders (LOFO -12 at m = 32).
-- Several lengths (``LENGTHS``, 8 to 64 points) instead of one chosen m, their scores combined
-  by max: no length is tuned.
-- Score: the raw distance is unbounded, so each length's score is the fraction of its earlier
-  distances strictly below the current one (0 for a flat or exactly repeating series), in [0, 1].
-- ``NORMALISE = False`` gives the non-normalised variant (plain Euclidean distance per point),
-  which also sees pure level and amplitude changes.
-
-NAB lab, standard profile, tuning folders (pooled / LOFO): this default 62.5 / 55.7, and
-``ours`` max this 71.6 / 72.8 (``ours`` alone 63.5 / 64.1); with NORMALISE = False 65.9 / 65.1,
-``ours`` max it 66.9 / 65.1.
+NAB lab, standard profile, tuning folders (pooled / LOFO): this 62.5 / 55.7, ``ours`` max this
+71.6 / 72.8 (``ours`` alone 63.5 / 64.1); with NORMALISE = False 65.9 / 65.1, ``ours`` max it
+66.9 / 65.1. ``ours`` max this won the session-4 selection (README, Benchmarks).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
-
 import numpy as np
 import polars as pl
-from numpy.lib.stride_tricks import sliding_window_view
 
-LENGTHS = (8, 16, 32, 64)
-"""Subsequence lengths in points; one left profile per length, their ranks combined by COMBINE."""
-COMBINE = "max"
-"""How the per-length ranks are combined: "max" or "mean"."""
+from analytics import discord
+
 NORMALISE = True
-"""True: z-normalised distance (the classic matrix profile, shape only); False: plain Euclidean."""
-NOISE_CORRECTION = True
-"""With NORMALISE: subtract the expected squared distance due to white noise (De Paepe et al. 2019)."""
-MAX_LAG = 4000
-"""How far back (in subsequences) the nearest neighbour is searched."""
-REFRESH_EVERY = 256
-"""Rows between exact recomputations of the sliding dot products (bounds round-off drift)."""
-CONST_TOL = 1e-8
-"""A subsequence is constant when its std <= CONST_TOL * max(|mean|, 1)."""
-ROUNDOFF = 1e-9
-"""Squared distances below ROUNDOFF times their scale are exact repeats (0), not round-off noise."""
 
 
 def score(frame: pl.DataFrame) -> np.ndarray:
     """Per-point anomaly score in [0, 1], higher = more anomalous."""
-    values = _clean(frame["value"].to_numpy())
-    ranks = np.vstack([_length_rank(values, m) for m in LENGTHS])
-    return ranks.max(axis=0) if COMBINE == "max" else ranks.mean(axis=0)
-
-
-def _length_rank(values: np.ndarray, m: int) -> np.ndarray:
-    """Causal rank of the left-profile distance of the subsequence ending at each point (0 before)."""
-    out = np.zeros(len(values))
-    if len(values) >= 2 * m:
-        dist = left_profile(values, m=m, max_lag=MAX_LAG, normalise=NORMALISE, noise_correction=NOISE_CORRECTION)
-        out[m - 1:] = causal_rank(dist)
-    return out
-
-
-def _clean(values: np.ndarray) -> np.ndarray:
-    """Float64 copy with non-finite values replaced by the last finite one (0 at the start)."""
-    x = np.asarray(values, dtype=np.float64).copy()
-    for i in np.flatnonzero(~np.isfinite(x)):
-        x[i] = x[i - 1] if i > 0 else 0.0
-    return x
-
-
-def left_profile(values: np.ndarray, *, m: int, max_lag: int, normalise: bool = True,
-                 noise_correction: bool = False) -> np.ndarray:
-    """Left matrix profile: entry j is the distance of subsequence j to its past nearest neighbour.
-
-    Subsequence j covers points j..j+m-1; its neighbours start at j - d for m <= d <= max_lag
-    (entirely before it). Entries with no neighbour yet are NaN. ``normalise`` chooses the
-    z-normalised distance; otherwise the plain Euclidean one divided by sqrt(m) (a per-point RMS).
-    ``noise_correction`` (z-normalised only) removes the white-noise share of each squared distance.
-    """
-    x = np.asarray(values, dtype=np.float64)
-    x = x - x[0]  # a causal offset: distances ignore it, round-off improves
-    windows = sliding_window_view(x, m)
-    stats = _Stats(windows, noise_correction=noise_correction)
-    profile = np.full(len(windows), np.nan)
-    qt = np.zeros(max_lag + 1)  # qt[d] = <subsequence j, subsequence j - d>
-    for j in range(m, len(windows)):
-        hi = min(max_lag, j)
-        if (j - m) % REFRESH_EVERY == 0:
-            qt[m:hi + 1] = windows[j - hi:j - m + 1][::-1] @ windows[j]
-        else:
-            _advance(qt, x, j=j, m=m, hi=hi)
-        nearest = _nearest_z if normalise else _nearest_raw
-        profile[j] = nearest(qt[m:hi + 1], stats, j=j, m=m, hi=hi)
-    return profile
-
-
-class _Stats:
-    """Per-subsequence mean, std, constant flag and squared norm."""
-
-    def __init__(self, windows: np.ndarray, *, noise_correction: bool = False) -> None:
-        self.mu, self.sigma = windows.mean(axis=1), windows.std(axis=1)
-        self.const = self.sigma <= CONST_TOL * np.maximum(np.abs(self.mu), 1.0)
-        self.norm2 = np.einsum("ij,ij->i", windows, windows)
-        self.noise2 = _past_noise_variance(windows) if noise_correction else np.zeros(len(windows))
-
-
-def _past_noise_variance(windows: np.ndarray) -> np.ndarray:
-    """Per subsequence j: half the variance of the first differences of every point up to its end."""
-    x = np.concatenate([windows[0, :-1], windows[:, -1]])
-    diffs = np.diff(x, prepend=x[0])
-    count = np.arange(1, len(x) + 1)
-    mean = np.cumsum(diffs) / count
-    var = np.maximum(np.cumsum(diffs * diffs) / count - mean * mean, 0.0)
-    return var[windows.shape[1] - 1:] / 2.0
-
-
-def _advance(qt: np.ndarray, x: np.ndarray, *, j: int, m: int, hi: int) -> None:
-    """STOMP step: row j's dot products from row j-1's, one lag at a time (lags m..hi)."""
-    top = min(hi, j - 1)  # lags already valid in row j-1
-    qt[m:top + 1] += (x[j + m - 1] * x[j + m - 1 - top:j][::-1]
-                      - x[j - 1] * x[j - 1 - top:j - m][::-1])
-    if hi > top:  # lag j becomes valid: the neighbour is subsequence 0
-        qt[hi] = x[j:j + m] @ x[0:m]
-
-
-def _nearest_z(qt: np.ndarray, stats: _Stats, *, j: int, m: int, hi: int) -> float:
-    """Smallest z-normalised distance of subsequence j to subsequences j-m, ..., j-hi."""
-    k = slice(j - hi, j - m + 1)
-    mu_k, sig_k, const_k = stats.mu[k][::-1], stats.sigma[k][::-1], stats.const[k][::-1]
-    if stats.const[j]:  # stumpy's convention: constant vs constant 0, vs anything else sqrt(m)
-        return 0.0 if const_k.any() else float(np.sqrt(m))
-    safe = np.where(const_k, 1.0, sig_k)
-    rho = (qt - m * stats.mu[j] * mu_k) / (m * stats.sigma[j] * safe)
-    noise = (2.0 + 2.0 * m) * stats.noise2[j] / np.maximum(stats.sigma[j], safe) ** 2
-    d2 = np.where(const_k, float(m), 2.0 * m * (1.0 - np.clip(rho, -1.0, 1.0)) - noise).min()
-    return float(np.sqrt(d2)) if d2 > ROUNDOFF * m else 0.0
-
-
-def _nearest_raw(qt: np.ndarray, stats: _Stats, *, j: int, m: int, hi: int) -> float:
-    """Smallest plain Euclidean distance (per point, RMS) of subsequence j to j-m, ..., j-hi."""
-    norm2_k = stats.norm2[j - hi:j - m + 1][::-1]
-    d2 = stats.norm2[j] + norm2_k - 2.0 * qt
-    best = int(np.argmin(d2))
-    if d2[best] <= ROUNDOFF * (stats.norm2[j] + norm2_k[best]):
-        return 0.0
-    return float(np.sqrt(d2[best] / m))
-
-
-def causal_rank(dist: np.ndarray) -> np.ndarray:
-    """Fraction of the earlier finite distances strictly below each one; NaN (no neighbour) -> 0.
-
-    Strict, so a distance equal to ones already seen (a flat or exactly periodic series: all 0)
-    is not news and scores 0.
-    """
-    out = np.zeros(len(dist))
-    seen: list[float] = []
-    for i, d in enumerate(dist.tolist()):
-        if d != d:  # NaN: no neighbour yet
-            continue
-        if seen:
-            out[i] = bisect_left(seen, d) / len(seen)
-        insort(seen, d)
-    return out
+    return discord.discord_rank(frame.get_column("value").to_numpy(), normalise=NORMALISE)

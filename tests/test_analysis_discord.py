@@ -1,20 +1,11 @@
-"""Tests of the left-matrix-profile NAB candidate (bench/nab_candidates/left_mp.py)."""
+"""The causal left matrix profile (analytics/discord.py) against brute force, and its discord rank."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 import numpy as np
-import polars as pl
 import pytest
 
-from bench.nab_candidates import left_mp
-
-
-def _frame(values: np.ndarray) -> pl.DataFrame:
-    start = datetime(2026, 1, 1)
-    stamps = [start + timedelta(minutes=5 * i) for i in range(len(values))]
-    return pl.DataFrame({"timestamp": stamps, "value": np.asarray(values, dtype=float)})
+from analytics import discord
 
 
 def _brute_left_profile(x: np.ndarray, *, m: int, max_lag: int, normalise: bool) -> np.ndarray:
@@ -54,7 +45,7 @@ def _series_with_flat_stretches(seed: int = 3, n: int = 420) -> np.ndarray:
 @pytest.mark.parametrize(("m", "max_lag"), [(8, 60), (16, 1000)])
 def test_left_profile_matches_the_naive_definition(normalise: bool, m: int, max_lag: int) -> None:
     x = _series_with_flat_stretches()
-    got = left_mp.left_profile(x, m=m, max_lag=max_lag, normalise=normalise)
+    got = discord.left_profile(x, m=m, max_lag=max_lag, normalise=normalise)
     want = _brute_left_profile(x, m=m, max_lag=max_lag, normalise=normalise)
     assert np.array_equal(np.isnan(got), np.isnan(want))
     assert np.isnan(got[:m]).all() and np.isfinite(got[m:]).all()
@@ -65,7 +56,7 @@ def test_running_update_does_not_drift_on_a_long_series() -> None:
     rng = np.random.default_rng(11)
     x = 1e4 + np.cumsum(rng.normal(size=3000))
     m = 16
-    got = left_mp.left_profile(x, m=m, max_lag=300, normalise=True)
+    got = discord.left_profile(x, m=m, max_lag=300, normalise=True)
     for j in (m, 1000, 1255, 2999 - m + 1):  # spot checks, also far from the last exact refresh
         assert got[j] == pytest.approx(_brute_row(x, j=j, m=m, max_lag=300, normalise=True), abs=1e-5)
 
@@ -74,7 +65,7 @@ def test_noise_correction_subtracts_the_white_noise_share() -> None:
     rng = np.random.default_rng(4)
     x = np.sin(np.arange(500) * 2 * np.pi / 25) + 0.3 * rng.normal(size=500)
     m = 16
-    got = left_mp.left_profile(x, m=m, max_lag=200, normalise=True, noise_correction=True)
+    got = discord.left_profile(x, m=m, max_lag=200, normalise=True, noise_correction=True)
     for j in (m, 100, 333, 500 - m):
         noise2 = np.var(np.diff(x[:j + m], prepend=x[0])) / 2  # the past's differences only
         a = x[j:j + m]
@@ -83,7 +74,7 @@ def test_noise_correction_subtracts_the_white_noise_share() -> None:
         zpast = (past - past.mean(axis=1, keepdims=True)) / past.std(axis=1, keepdims=True)
         d2 = ((zpast - za) ** 2).sum(axis=1) - (2 + 2 * m) * noise2 / np.maximum(a.std(), past.std(axis=1)) ** 2
         assert got[j] == pytest.approx(np.sqrt(max(d2.min(), 0.0)), abs=1e-5)
-    plain = left_mp.left_profile(x, m=m, max_lag=200, normalise=True)
+    plain = discord.left_profile(x, m=m, max_lag=200, normalise=True)
     assert (got[m:] < plain[m:]).all()
 
 
@@ -91,7 +82,7 @@ def test_causal_rank_counts_strictly_smaller_earlier_distances() -> None:
     dist = np.array([np.nan, 2.0, 1.0, 3.0, 2.0, 2.0, 0.5])
     # by hand: 1.0 > none of [2]; 3.0 > both of [2, 1]; 2.0 > 1 of [2, 1, 3]; ...
     want = [0.0, 0.0, 0.0, 1.0, 1 / 3, 1 / 4, 0.0]
-    np.testing.assert_allclose(left_mp.causal_rank(dist), want)
+    np.testing.assert_allclose(discord.causal_rank(dist), want)
 
 
 def test_scores_up_to_i_ignore_every_later_value() -> None:
@@ -100,9 +91,9 @@ def test_scores_up_to_i_ignore_every_later_value() -> None:
     cut = 611
     changed = x.copy()
     changed[cut + 1:] = rng.normal(size=len(x) - cut - 1) * 50 + 7
-    full = left_mp.score(_frame(x))
-    other = left_mp.score(_frame(changed))
-    prefix = left_mp.score(_frame(x[:cut + 1]))
+    full = discord.discord_rank(x)
+    other = discord.discord_rank(changed)
+    prefix = discord.discord_rank(x[:cut + 1])
     np.testing.assert_array_equal(full[:cut + 1], other[:cut + 1])
     np.testing.assert_array_equal(full[:cut + 1], prefix)
     assert not np.array_equal(full[cut + 1:], other[cut + 1:])  # the change did reach the later scores
@@ -111,7 +102,7 @@ def test_scores_up_to_i_ignore_every_later_value() -> None:
 def test_same_input_same_scores_in_range() -> None:
     x = _series_with_flat_stretches(seed=8, n=700)
     x[400] = np.nan  # non-finite values are carried forward, never propagated
-    first, second = left_mp.score(_frame(x)), left_mp.score(_frame(x))
+    first, second = discord.discord_rank(x), discord.discord_rank(x)
     np.testing.assert_array_equal(first, second)
     assert first.shape == (700,) and np.isfinite(first).all()
     assert first.min() >= 0.0 and first.max() <= 1.0
@@ -130,7 +121,7 @@ def test_a_planted_anomaly_scores_above_everything_before_it(kind: str) -> None:
         x[at] += 8.0
     else:
         x[at:] += 6.0
-    scores = left_mp.score(_frame(x))
+    scores = discord.discord_rank(x)
     normal = scores[400:at]  # after a warm-up, before the anomaly
     assert scores[at:at + 5].max() > normal.max()
     assert scores[at:at + 5].max() >= 0.99
@@ -138,15 +129,15 @@ def test_a_planted_anomaly_scores_above_everything_before_it(kind: str) -> None:
 
 def test_flat_and_exactly_periodic_series_score_zero_once_seen() -> None:
     flat = np.full(600, 4.2)
-    assert (left_mp.score(_frame(flat)) == 0).all()
+    assert (discord.discord_rank(flat) == 0).all()
     period = 40
     base = 5 + np.sin(np.arange(period) * 2 * np.pi / period) + 0.3 * np.cos(np.arange(period))
     periodic = np.tile(base, 20)
-    scores = left_mp.score(_frame(periodic))
-    warm = period + 2 * max(left_mp.LENGTHS)  # every length has seen one full period in its past
+    scores = discord.discord_rank(periodic)
+    warm = period + 2 * max(discord.LENGTHS)  # every length has seen one full period in its past
     assert (scores[warm:] == 0).all()
 
 
 def test_short_series_score_zero() -> None:
-    scores = left_mp.score(_frame(np.array([1.0, 5.0, 2.0])))
+    scores = discord.discord_rank(np.array([1.0, 5.0, 2.0]))
     np.testing.assert_array_equal(scores, np.zeros(3))
