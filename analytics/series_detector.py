@@ -1,4 +1,5 @@
-"""Single-series anomaly scoring (``detect_series``): causal isolation forests over two feature views.
+"""Single-series anomaly scoring (``detect_series``): causal isolation forests over two feature views,
+and the discord rank of the series' shape.
 
 Three causal stages, each reading the past only:
 
@@ -21,12 +22,16 @@ Three causal stages, each reading the past only:
    the context features, set to 0 where two or more earlier days are known and the value is
    within ``SEASON_GATE`` robust deviations of the same time on them: a daily pattern, however
    sharp its edges, is not an anomaly) and a "spatial" flag when the value leaves the range
-   seen so far by ``spatial_margin`` of that range.
+   seen so far by ``spatial_margin`` of that range; and the ``discord`` rank (``analytics.discord``):
+   how far the shape ending at the point is from every earlier shape, 0 while the series is learned.
    Two forests on different views vary less than one: the variance of a single forest's
    rank was what made near-equal tunings land far apart on held-out data.
 3. The score (``combined_score``): ``score_mode`` "rank" uses the ensemble rank itself,
    "likelihood" Numenta's anomaly likelihood of its short-window average among past averages;
-   points under the gate score 0; a spatial anomaly scores 1 when ``spatial_margin`` > 0.
+   points under the gate score 0; a spatial anomaly scores 1 when ``spatial_margin`` > 0. The series
+   score (``anomalies.series_scores``) is the larger of that and the discord rank: the forests see
+   levels and jumps, the discord a new shape whose values may all be in range (chosen by the NAB
+   lab's leave-one-group-out score on the tuning folders, bench/nab_lab.py).
 
 The alerting (threshold, and quiet time after an alert since NAB rewards only the first
 detection of a window) lives in ``analytics.anomalies`` (``series_alerts``); the knobs that

@@ -19,8 +19,8 @@ two causal isolation forests, one over context features and one over forecast-er
 their calibrated ranks averaged, gated by a robust deviation that must also be a deviation from
 the same time on earlier days once two days are known, plus a flag when a value leaves the range
 seen so far; the larger of that score and the discord rank of the shape ending at each point,
-``analytics.discord``, chosen in bench/nab_lab.py by its leave-one-group-out score); an alert silences the series for a fraction of its length (NAB counts
-only the best detection of a window, and every other flag outside a window costs). The score
+``analytics.discord``); an alert silences the series for a fraction of its length (NAB counts only
+the best detection of a window, and every other flag outside a window costs). The score
 stage (score mode: the ensemble rank or Numenta's anomaly likelihood of it, likelihood window, gate,
 seasonal gate, range flag) is the product's: sessions 2-3 chose it with NAB's threshold optimisation
 over all of them (``--search-stages`` reruns that search) and session 4 added the discord rank by the
@@ -357,7 +357,7 @@ def run_profile(profile: str, corpus, results, config, *, held_out: bool = True,
 
     stage, tuned = tune_ours(tuning, {n: r[0] for n, r in results.items()}, config, cost=cost, fixed=fixed)
     mode, best = stage.mode, stage.config
-    label = (f"meshlens: causal IF x{len(views)} views ({'+'.join(views)}), {mode}, gate {best.z_gate:g}, seasonal gate {stage.season_gate:g}, "
+    label = (f"meshlens: causal IF x{len(views)} views ({'+'.join(views)}) max discord rank, {mode}, gate {best.z_gate:g}, seasonal gate {stage.season_gate:g}, "
              f"range flag {best.spatial_margin:g}, quiet {best.refractory_fraction:.0%}"
              + (f", likelihood window {best.likelihood_long}" if mode == "likelihood" else ""))
     final = {n: final_score(r[0], best, mode=mode, season_gate=stage.season_gate) for n, r in results.items()}
