@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pytest
 
 from bench.nab_candidates import knn_cad
+from tests.nab_support import frame, noisy_sine
 
 
-def _frame(values: np.ndarray) -> pl.DataFrame:
-    stamps = pl.datetime_range(pl.datetime(2026, 1, 1), pl.datetime(2026, 1, 1) + pl.duration(minutes=5 * (len(values) - 1)),
-                               interval="5m", eager=True)
-    return pl.DataFrame({"timestamp": stamps, "value": values.astype(float)})
-
-
-def _noisy_sine(n: int, *, seed: int = 3) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return 50 + 10 * np.sin(np.arange(n) * 2 * np.pi / 40) + rng.normal(0, 1, n)
+def _noisy_sine(n: int) -> np.ndarray:
+    return noisy_sine(n, seed=3, period=40)
 
 
 def _nab_transcription(values: np.ndarray, probation: int) -> np.ndarray:
@@ -69,7 +62,7 @@ def test_matches_a_point_by_point_transcription_of_nab(monkeypatch: pytest.Monke
     values = _noisy_sine(520)
     values[400] += 25
     expected = _nab_transcription(values, 90)
-    got = knn_cad.score(_frame(values))
+    got = knn_cad.score(frame(values))
     assert np.array_equal(got, expected)
     assert got[400] >= knn_cad.ALERT_AT  # the planted spike fires, then NAB's suppression
     assert np.all(got[401:401 + 90 // 5] == knn_cad.SUPPRESSED_SCORE)
@@ -80,22 +73,22 @@ def test_causal_scores_up_to_i_ignore_later_values() -> None:
     cut = 1000
     changed = values.copy()
     changed[cut + 1:] = np.random.default_rng(9).normal(500, 100, len(values) - cut - 1)
-    before, after = knn_cad.score(_frame(values)), knn_cad.score(_frame(changed))
+    before, after = knn_cad.score(frame(values)), knn_cad.score(frame(changed))
     assert np.array_equal(before[:cut + 1], after[:cut + 1])
     assert not np.array_equal(before, after)
 
 
 def test_deterministic() -> None:
     values = _noisy_sine(1100)
-    assert np.array_equal(knn_cad.score(_frame(values)), knn_cad.score(_frame(values)))
+    assert np.array_equal(knn_cad.score(frame(values)), knn_cad.score(frame(values)))
 
 
 def test_silent_before_the_probation_and_in_range() -> None:
     values = _noisy_sine(1100)
-    got = knn_cad.score(_frame(values))
+    got = knn_cad.score(frame(values))
     assert np.all(got[:knn_cad.PROBATION - 1] == 0.0)
     assert np.all((got >= 0) & (got <= 1))
-    assert np.all(knn_cad.score(_frame(values[:knn_cad.PROBATION - 1])) == 0.0)
+    assert np.all(knn_cad.score(frame(values[:knn_cad.PROBATION - 1])) == 0.0)
 
 
 @pytest.mark.parametrize("kind", ["spike", "level shift"])
@@ -106,16 +99,16 @@ def test_planted_anomaly_scores_high(kind: str) -> None:
         values[at] += 30
     else:
         values[at:] += 30
-    got = knn_cad.score(_frame(values))
+    got = knn_cad.score(frame(values))
     assert got[at] >= knn_cad.ALERT_AT
     assert got[knn_cad.PROBATION:at].max() < knn_cad.ALERT_AT
 
 
 def test_flat_series_scores_zero_despite_a_singular_metric() -> None:
-    assert np.all(knn_cad.score(_frame(np.full(1100, 7.0))) == 0.0)
+    assert np.all(knn_cad.score(frame(np.full(1100, 7.0))) == 0.0)
 
 
 def test_periodic_series_never_alerts() -> None:
     values = 50 + 10 * np.sin(np.arange(1500) * 2 * np.pi / 40)
-    got = knn_cad.score(_frame(values))
+    got = knn_cad.score(frame(values))
     assert got.max() < knn_cad.ALERT_AT

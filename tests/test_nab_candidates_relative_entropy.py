@@ -5,22 +5,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import polars as pl
 import pytest
 from scipy import stats
 
 from bench.nab_candidates import relative_entropy as rel
+from tests.nab_support import frame, noisy_sine
 
 
-def _frame(values: np.ndarray) -> pl.DataFrame:
-    stamps = pl.datetime_range(pl.datetime(2026, 1, 1), pl.datetime(2026, 1, 1) + pl.duration(minutes=5 * (len(values) - 1)),
-                               interval="5m", eager=True)
-    return pl.DataFrame({"timestamp": stamps, "value": values.astype(float)})
-
-
-def _noisy_sine(n: int, *, seed: int = 5) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return 50 + 10 * np.sin(np.arange(n) * 2 * np.pi / 60) + rng.normal(0, 1, n)
+def _noisy_sine(n: int) -> np.ndarray:
+    return noisy_sine(n, seed=5, period=60)
 
 
 def _nab_transcription(values: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -59,7 +52,7 @@ def test_matches_a_point_by_point_transcription_of_nab() -> None:
     values[450:460] += 15
     low, high = rel.causal_range(values)
     expected = _nab_transcription(values, low, high)
-    got = rel.score(_frame(values))
+    got = rel.score(frame(values))
     assert np.array_equal(got, expected)
     assert expected.sum() > 0
 
@@ -77,14 +70,14 @@ def test_causal_scores_up_to_i_ignore_later_values() -> None:
     cut = 800
     changed = values.copy()
     changed[cut + 1:] = np.random.default_rng(2).normal(-300, 50, len(values) - cut - 1)
-    before, after = rel.score(_frame(values)), rel.score(_frame(changed))
+    before, after = rel.score(frame(values)), rel.score(frame(changed))
     assert np.array_equal(before[:cut + 1], after[:cut + 1])
     assert not np.array_equal(before, after)
 
 
 def test_deterministic() -> None:
     values = _noisy_sine(1000)
-    assert np.array_equal(rel.score(_frame(values)), rel.score(_frame(values)))
+    assert np.array_equal(rel.score(frame(values)), rel.score(frame(values)))
 
 
 @pytest.mark.parametrize("kind", ["spike", "level shift"])
@@ -95,17 +88,17 @@ def test_planted_anomaly_scores_one(kind: str) -> None:
         values[at] += 40
     else:
         values[at:] += 40
-    got = rel.score(_frame(values))
+    got = rel.score(frame(values))
     assert got[at] == 1.0
     assert got[at] > got[800:at].mean()
 
 
 def test_periodic_series_stops_flagging_once_learned() -> None:
     values = 50 + 10 * np.sin(np.arange(2000) * 2 * np.pi / 26)
-    got = rel.score(_frame(values))
+    got = rel.score(frame(values))
     assert np.all(got[200:] == 0.0)
 
 
 def test_flat_and_short_series_score_zero() -> None:
-    assert np.all(rel.score(_frame(np.full(500, 3.0))) == 0.0)
-    assert np.all(rel.score(_frame(_noisy_sine(rel.W - 1))) == 0.0)
+    assert np.all(rel.score(frame(np.full(500, 3.0))) == 0.0)
+    assert np.all(rel.score(frame(_noisy_sine(rel.W - 1))) == 0.0)
