@@ -47,7 +47,20 @@ def _resolve_service(conn: Any, name: str | None) -> str | None:
 @json_option
 def anomalies_cmd(data: str | None, since: str | None, until: str | None, window: str | None, now: str | None,
                   service: str | None, env: str | None, series_file: str | None, as_json: bool) -> None:
-    """Unusual minutes, grouped into incidents, each with its reason in words and numbers."""
+    """Unusual minutes, grouped into incidents, each with its reason in words and numbers.
+
+    \b
+    Examples:
+      meshlens anomalies                               the last 24 h: every service and edge
+      meshlens anomalies --service PaymentService --window 6h
+      meshlens anomalies --series cpu.csv              a metric export: CSV timestamp,value
+                                                       or `aws cloudwatch get-metric-data` JSON
+    Each minute of each service and edge (rate, errors, latency, bytes, against its own recent and
+    seasonal baseline) is scored by isolation forests fitted on the past only: what is flagged at
+    10:31 is what would have been flagged live. A failing service and its callers are one incident.
+    A --series file is scored by two forests and by the shape of its recent points; the reason says
+    which. Without --now, on a lake whose data ended earlier, the window ends where the data does.
+    """
     from analytics import anomalies
 
     if series_file:
@@ -96,7 +109,18 @@ CANARY_COLUMNS = ["service", "env", "baseline", "canary", "verdict", "decided_at
 def canary_cmd(data: str | None, since: str | None, until: str | None, window: str | None, now: str | None,
                service: str | None, baseline: str | None, canary_version: str | None, env: str | None,
                expected_share: float | None, as_json: bool) -> None:
-    """Judge canaries: promote, continue, rollback or insufficient_data, with the evidence."""
+    """Judge canaries: promote, continue, rollback or insufficient_data, with the evidence.
+
+    \b
+    Examples:
+      meshlens canary                                  every service with two live versions
+      meshlens canary PaymentService --baseline v1 --canary v2
+      meshlens canary PaymentService --json            the per-route evidence as JSON
+    The canary is compared with the baseline over the same minutes, on the 5xx ratio and latency,
+    overall and per route, by a sequential test that stays valid however often you look: it rolls
+    back only on evidence that holds against the ordinary drift between the two groups. The verdict
+    says when it became decidable, whether the canary gets its share, and the next traffic weights.
+    """
     from analytics import canary
 
     conn = _connect(data)
@@ -156,7 +180,16 @@ def _stored_or(data: str | None, kind: str, win: timewin.Window, *, env: str | N
 def report_cmd(data: str | None, since: str | None, until: str | None, window: str | None, now: str | None,
                fmt: str, out: str | None, webhook: str | None, every: str | None, cron: str | None,
                policy: str | None) -> None:
-    """What changed: incidents, canary verdicts, worst services and edges, new/vanished edges, policy."""
+    """What changed: incidents, canary verdicts, worst services and edges, new/vanished edges, policy.
+
+    \b
+    Examples:
+      meshlens report --window 24h --format html --out today.html
+      meshlens report --every 1h --webhook https://hooks.slack.com/services/...
+      meshlens report --cron "0 8 * * *" --format md
+    The report is written to disk before it is sent; a webhook that is down is retried with
+    back-off and the report stays on disk. For cron instead of --every, see the README.
+    """
     from analytics import report
 
     settings = load_settings(data)
