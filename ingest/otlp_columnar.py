@@ -15,7 +15,7 @@ operations, with the exact rules of ``otlp_common.derive`` and ``AttributeCache.
 
 Anything unusual - a scanner surprise (groups, a repeated singular field, a truncated
 field), an invalid span, an undecodable attribute, bad UTF-8 - sends the whole message back
-to the per-span reader (``otlp_proto.read_message``), so rejects and their reasons are
+to the per-span reader (``otlp_spans.read_message``), so rejects and their reasons are
 exactly those of that reader. Spans with events (rare) read their exception through upb.
 """
 
@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from google.protobuf.message import DecodeError
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ingest import otlp_wire
+from ingest import otlp_spans, otlp_wire
 from ingest.otlp_common import KINDS, STATUS_CODES, SpanColumns, _as_status, _as_str, resource_from_attributes
 
 try:
@@ -248,11 +248,9 @@ def _finish(batch: _Batch, out: SpanColumns) -> None:
     out.rejects.extend(reject for index, reject in batch.rejects if index not in redo)
     if table is not None and table.num_rows:
         out.tables.append(table)
-    from ingest import otlp_proto
-
     for index in sorted(redo):
         message, line_no = batch.messages[index]
-        otlp_proto.read_message(bytes(message), out, line_no=line_no)
+        otlp_spans.read_message(bytes(message), out, line_no=line_no)
 
 
 def _gather(messages: list[tuple[bytes, int]], out: SpanColumns) -> _Batch:
@@ -301,11 +299,9 @@ def _resource_head(joined: bytes, offset: int, size: int) -> tuple[Any, ...] | N
     head = _RESOURCE_HEADS.get(raw, False)
     if head is not False:
         return head  # type: ignore[return-value]
-    from ingest import otlp_proto
-
     try:
         attributes = otlp_wire.ResourceOnly.FromString(raw).attributes
-        resource = resource_from_attributes(dict(map(otlp_proto._CACHE.__getitem__, attributes)))
+        resource = resource_from_attributes(dict(map(otlp_spans.ATTRIBUTES.__getitem__, attributes)))
         head = (resource.service, resource.version, resource.env)
     except (DecodeError, otlp_wire.BadAttribute):
         head = None
@@ -348,21 +344,19 @@ def count_valid(body: bytes) -> int | None:
 
 def _add_message(batch: _Batch, message: bytes, line_no: int, out: SpanColumns) -> None:
     """Outer levels through upb; resource problems are rejected here as the span reader does."""
-    from ingest import otlp_proto
-
     try:
         request = otlp_wire.OuterRequest.FromString(message)
     except DecodeError:
-        otlp_proto.read_message(message, out, line_no=line_no)  # rejects it with the reason
+        otlp_spans.read_message(message, out, line_no=line_no)  # rejects it with the reason
         return
     index = len(batch.messages)
     batch.messages.append((message, line_no))
-    cache = otlp_proto._CACHE
+    cache = otlp_spans.ATTRIBUTES
     for rs in request.resource_spans:
         try:
             resource = resource_from_attributes(dict(map(cache.__getitem__, rs.resource.attributes)))
         except otlp_wire.BadAttribute as exc:
-            raw = otlp_proto._raw(rs.SerializeToString())
+            raw = otlp_spans.raw_text(rs.SerializeToString())
             batch.rejects.append((index, (line_no, f"resource: {exc}", raw[:65536])))
             continue
         head = (resource.service, resource.version, resource.env)
@@ -504,7 +498,7 @@ class _Spans:
         return code, bad
 
     def _valid(self, trace_nonzero: Any, span_nonzero: Any) -> np.ndarray:
-        """The span checks of ``otlp_proto._read_spans`` (failures go to that reader);
+        """The span checks of ``otlp_spans._read_spans`` (failures go to that reader);
         ``*_nonzero(ok)`` say which ids hold a non-zero byte (rows ``ok`` at least)."""
         _, t_off, t_len = self.slot[1]
         _, s_off, s_len = self.slot[2]
@@ -769,8 +763,7 @@ class _Uniques:
 
     def _slow_path(self, dictionary: pa.Array) -> None:
         """Decode the slow distinct attributes one by one (undecodable ones are ``bad``)."""
-        from ingest.otlp_proto import _CACHE as cache
-
+        cache = otlp_spans.ATTRIBUTES
         slow = np.nonzero(self.slow)[0]
         if not slow.size:
             return
@@ -867,8 +860,6 @@ def _regex_group(values: pa.Array, pattern: str) -> pa.Array:
 
 def _exceptions(batch: _Batch, has_events: np.ndarray, bad: np.ndarray) -> dict[int, tuple[Any, Any]]:
     """exception (type, message) of the spans with events, through upb; odd ones set ``bad``."""
-    from ingest.otlp_proto import _exception
-
     out: dict[int, tuple[Any, Any]] = {}
     rows = np.nonzero(has_events & ~bad)[0].tolist()
     spans = [batch.span_bytes(i) for i in rows]
@@ -879,7 +870,7 @@ def _exceptions(batch: _Batch, has_events: np.ndarray, bad: np.ndarray) -> dict[
     for k, i in enumerate(rows):
         try:
             events = parsed[k].events if parsed is not None else otlp_wire.EventsOnly.FromString(spans[k]).events
-            out[i] = _exception(events)
+            out[i] = otlp_spans.exception_fields(events)
         except (DecodeError, otlp_wire.BadAttribute):
             bad[i] = True
     return out

@@ -1,6 +1,6 @@
 """The columnar protobuf decoder and the receiver's columnar check against the per-span reader.
 
-``otlp_proto.read_message`` (one Python object per field per span) is the reference: for
+``otlp_spans.read_message`` (one Python object per field per span) is the reference: for
 random requests - every attribute value type, both semantic conventions, duplicate keys,
 characters JSON must escape, invalid spans, events, corrupted bytes - the columnar path must
 give the same table and the same rejects, and ``count_valid`` the same answer as the
@@ -18,7 +18,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from ingest import otlp_columnar, otlp_proto, otlp_wire
+from ingest import otlp_columnar, otlp_proto, otlp_spans, otlp_wire
 from ingest.otlp_common import SpanColumns
 from tests.traces_support import BASE_NS, scanner  # noqa: F401 - a fixture
 
@@ -113,7 +113,7 @@ def _rows(columns: SpanColumns) -> list[str]:
 def _reference(bodies: list[bytes]) -> SpanColumns:
     out = SpanColumns()
     for body in bodies:
-        otlp_proto.read_message(body, out, line_no=1)
+        otlp_spans.read_message(body, out, line_no=1)
     return out
 
 

@@ -2,7 +2,7 @@
 
 The compiled scanner is optional at run time, so both must give the same arrays; and on
 random, truncated and bit-flipped bytes both must give exactly the rows and rejects of the
-per-span reader (``otlp_proto.read_message``) - and never crash the process.
+per-span reader (``otlp_spans.read_message``) - and never crash the process.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sysconfig
 import numpy as np
 import pytest
 
-from ingest import otlp_columnar, otlp_proto, otlp_wire
+from ingest import otlp_columnar, otlp_proto, otlp_spans, otlp_wire
 from ingest.otlp_common import SpanColumns
 from tests.test_traces_columnar import _request
 from tests.traces_support import make_request, scanner  # noqa: F401 - a fixture
@@ -24,7 +24,7 @@ from tests.traces_support import make_request, scanner  # noqa: F401 - a fixture
 def _reference(bodies: list[bytes]) -> SpanColumns:
     out = SpanColumns()
     for body in bodies:
-        otlp_proto.read_message(body, out, line_no=1)
+        otlp_spans.read_message(body, out, line_no=1)
     return out
 
 
