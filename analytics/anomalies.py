@@ -251,47 +251,6 @@ def series_scores(frame: pl.DataFrame, config: SeriesConfig = SeriesConfig()) ->
     return feats.with_columns(pl.Series("forest_score", forest), pl.Series("score", score))
 
 
-def _series_features(frame: pl.DataFrame, config: SeriesConfig) -> pl.DataFrame:
-    value = pl.col("value")
-    step = _step_seconds(frame)
-    period = int(round(86400 / step)) if step else 0
-    past = value.shift(1)
-    recent_med = past.rolling_median(window_size=config.recent_points, min_samples=3)
-    long_med = past.rolling_median(window_size=config.long_points, min_samples=10)
-    long_mad = (value - long_med).abs().shift(1).rolling_median(window_size=config.long_points, min_samples=10)
-    scale = pl.max_horizontal(long_mad * 1.4826, value.abs().shift(1).rolling_mean(
-        window_size=config.long_points, min_samples=3) * 0.01, pl.lit(1e-9))
-    diff = value - past
-    diff_scale = diff.abs().shift(1).rolling_median(window_size=config.long_points, min_samples=10) * 1.4826
-    exprs = [
-        value.alias("level"),
-        ((value - recent_med) / scale).alias("z_recent"),
-        ((value - long_med) / scale).alias("z_long"),
-        (diff / pl.max_horizontal(diff_scale, scale * 0.1)).alias("z_diff"),
-        _season_z(value, period, scale).alias("z_season"),
-        ((value.rolling_mean(window_size=config.short_points, min_samples=1)
-          - past.rolling_mean(window_size=config.long_points, min_samples=10)) / scale).alias("z_short"),
-    ]
-    return frame.with_columns(exprs).with_columns(pl.col("z_season").fill_null(0.0))
-
-
-def _season_z(value: pl.Expr, period: int, scale: pl.Expr) -> pl.Expr:
-    """Deviation from the median of the same time on (up to 7) earlier days; null before two days."""
-    if period < 2:
-        return pl.lit(None, dtype=pl.Float64)
-    lags = [value.shift(period * k) for k in range(1, 8)]
-    count = pl.sum_horizontal([lag.is_not_null().cast(pl.Int32) for lag in lags])
-    base = pl.concat_list(lags).list.drop_nulls().list.median()
-    return pl.when(count >= 2).then((value - base) / scale).otherwise(None)
-
-
-def _step_seconds(frame: pl.DataFrame) -> float:
-    if len(frame) < 3:
-        return 0.0
-    diffs = frame.get_column("timestamp").diff().drop_nulls().dt.total_seconds()
-    return float(diffs.median() or 0.0)  # type: ignore[arg-type]
-
-
 def series_alerts(scored: pl.DataFrame, config: SeriesConfig = SeriesConfig()) -> np.ndarray:
     """Boolean alert per point: score over threshold and not within the refractory span of the last alert."""
     score = scored.get_column("score").to_numpy()
@@ -312,11 +271,12 @@ def alerts_from_scores(score: np.ndarray, *, threshold: float, refractory: int) 
 
 def detect_series(frame: pl.DataFrame, config: SeriesConfig = SeriesConfig()) -> list[Incident]:
     """Incidents of one metric series (columns timestamp, value[, series]); causal, with reasons."""
+    from analytics import series_detector  # imports scikit-learn
     name = frame.get_column("series")[0] if "series" in frame.columns and len(frame) else "series"
     scored = series_scores(frame.select("timestamp", "value"), config)
     flagged = scored.get_column("score").to_numpy() >= config.threshold
     incidents = []
-    step = timedelta(seconds=_step_seconds(scored) or 60)
+    step = timedelta(seconds=series_detector.step_seconds(scored) or 60)
     for lo, hi in _runs(flagged, gap=max(1, int(config.refractory_fraction * len(flagged)))):
         part = scored.slice(lo, hi - lo)
         peak = int(np.argmax(np.abs(part.get_column("z_long").to_numpy())))

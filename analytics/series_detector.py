@@ -6,7 +6,7 @@ Three causal stages, each reading the past only:
 1. Feature vectors per point, in two views of the same series:
    - context: the level, robust deviations (median/MAD of the past) of the value from its
      recent, long and seasonal baselines, of the first difference, and of the short-window
-     mean from the long-window mean (``anomalies._series_features``);
+     mean from the long-window mean (``series_features``);
    - forecast: prediction errors of exponentially weighted forecasts at three speeds, the
      short-window mean and the recent volatility (mean absolute first difference), all relative
      to the long-window robust scale, and the value's rank among the previous ``RANK_POINTS``.
@@ -72,9 +72,7 @@ REFERENCE_ROWS = 2048  # training rows a forest's scores are ranked against
 def raw_components(frame: pl.DataFrame, config: Any, *, views: tuple[str, ...] = VIEWS) -> pl.DataFrame:
     """Features, ensemble forest ``rank``, robust ``deviation``, ``season``, ``gate``, ``spatial`` flag and the
     ``discord`` rank of the shape ending at each point (causal)."""
-    from analytics import anomalies  # the context features live with the lake detector
-
-    feats = anomalies._series_features(frame, config)
+    feats = series_features(frame, config)
     feats = feats.with_columns(forecast_features(feats, config))
     n = len(feats)
     warm = max(config.min_warmup, int(config.warmup_fraction * n))
@@ -88,7 +86,7 @@ def raw_components(frame: pl.DataFrame, config: Any, *, views: tuple[str, ...] =
                                   seed=config.seed + offset))
     rank = np.mean(ranks, axis=0)
     deviation = np.max(np.abs(view_matrix(feats, FEATURES)[:, 1:]), axis=1)
-    season = season_deviation(feats, period=season_period(anomalies._step_seconds(feats)))
+    season = season_deviation(feats, period=season_period(step_seconds(feats)))
     spatial = spatial_flags(feats.get_column("value").to_numpy(), margin=config.spatial_margin,
                             learn=config.likelihood_learn)
     shape = discord.discord_rank(feats.get_column("value").to_numpy())
@@ -96,6 +94,49 @@ def raw_components(frame: pl.DataFrame, config: Any, *, views: tuple[str, ...] =
     return feats.with_columns(pl.Series("rank", rank), pl.Series("deviation", deviation), pl.Series("season", season),
                               pl.Series("gate", seasonal_gate(deviation, season, limit=SEASON_GATE)),
                               pl.Series("spatial", spatial), pl.Series("discord", shape))
+
+
+def series_features(frame: pl.DataFrame, config: Any) -> pl.DataFrame:
+    """The context view: level and robust deviations from the recent, long and seasonal baselines (causal)."""
+    value = pl.col("value")
+    step = step_seconds(frame)
+    period = int(round(86400 / step)) if step else 0
+    past = value.shift(1)
+    recent_med = past.rolling_median(window_size=config.recent_points, min_samples=3)
+    long_med = past.rolling_median(window_size=config.long_points, min_samples=10)
+    long_mad = (value - long_med).abs().shift(1).rolling_median(window_size=config.long_points, min_samples=10)
+    scale = pl.max_horizontal(long_mad * 1.4826, value.abs().shift(1).rolling_mean(
+        window_size=config.long_points, min_samples=3) * 0.01, pl.lit(1e-9))
+    diff = value - past
+    diff_scale = diff.abs().shift(1).rolling_median(window_size=config.long_points, min_samples=10) * 1.4826
+    exprs = [
+        value.alias("level"),
+        ((value - recent_med) / scale).alias("z_recent"),
+        ((value - long_med) / scale).alias("z_long"),
+        (diff / pl.max_horizontal(diff_scale, scale * 0.1)).alias("z_diff"),
+        _season_z(value, period, scale).alias("z_season"),
+        ((value.rolling_mean(window_size=config.short_points, min_samples=1)
+          - past.rolling_mean(window_size=config.long_points, min_samples=10)) / scale).alias("z_short"),
+    ]
+    return frame.with_columns(exprs).with_columns(pl.col("z_season").fill_null(0.0))
+
+
+def _season_z(value: pl.Expr, period: int, scale: pl.Expr) -> pl.Expr:
+    """Deviation from the median of the same time on (up to 7) earlier days; null before two days."""
+    if period < 2:
+        return pl.lit(None, dtype=pl.Float64)
+    lags = [value.shift(period * k) for k in range(1, 8)]
+    count = pl.sum_horizontal([lag.is_not_null().cast(pl.Int32) for lag in lags])
+    base = pl.concat_list(lags).list.drop_nulls().list.median()
+    return pl.when(count >= 2).then((value - base) / scale).otherwise(None)
+
+
+def step_seconds(frame: pl.DataFrame) -> float:
+    """The median spacing of the timestamps, in seconds (0 for fewer than three points)."""
+    if len(frame) < 3:
+        return 0.0
+    diffs = frame.get_column("timestamp").diff().drop_nulls().dt.total_seconds()
+    return float(diffs.median() or 0.0)  # type: ignore[arg-type]
 
 
 VIEW_COLUMNS = {"context": FEATURES, "forecast": FORECAST_FEATURES, "novelty": NOVELTY_FEATURES}

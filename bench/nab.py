@@ -214,7 +214,7 @@ def code_fingerprint(kind: str = "ours") -> str:
         constants: list[str] = []
     else:
         functions = [getattr(series_detector, f) for f in RAW_STAGE] + [
-            anomalies._series_features, anomalies._season_z, ours]
+            series_detector.series_features, series_detector._season_z, ours]
         constants = [repr(getattr(series_detector, c)) for c in RAW_CONSTANTS] + [inspect.getsource(discord)]
     parts = [inspect.getsource(f) for f in functions] + constants
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:10]

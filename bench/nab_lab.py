@@ -77,14 +77,14 @@ def candidate_scores(candidate: str, name: str, frame: pl.DataFrame) -> np.ndarr
 def combined(candidates: list[str], name: str, frame: pl.DataFrame, how: str, *, rank: bool = False) -> np.ndarray:
     """The candidates' scores on one file, combined point by point (max or mean); with ``rank`` every candidate
     but ``ours`` (a rank already) is first replaced by its causal rank."""
-    stack = [candidate_scores(c, name, frame) for c in candidates]
-    stack = np.vstack([causal_rank(s) if rank and c != "ours" else s for c, s in zip(candidates, stack)])
+    scores = [candidate_scores(c, name, frame) for c in candidates]
+    stack = np.vstack([causal_rank(s) if rank and c != "ours" else s for c, s in zip(candidates, scores)])
     return stack.max(axis=0) if how == "max" else stack.mean(axis=0)
 
 
 def causal_rank(score: np.ndarray, *, learn: int = RANK_LEARN) -> np.ndarray:
     """Each score's mid-rank among the scores before it (0 for the first ``learn`` points)."""
-    out, seen = np.zeros(len(score)), []
+    out, seen = np.zeros(len(score)), list[float]()
     for i, value in enumerate(score):
         if i >= learn:
             below, upto = bisect.bisect_left(seen, value), bisect.bisect_right(seen, value)
@@ -130,7 +130,7 @@ def report(preps, raws, cost, *, quiet: tuple = REFRACTORIES) -> dict:
     group_of = np.array([_group(p.name) for p in preps])
     everything = np.ones(len(preps), dtype=bool)
     pooled = best_setting(raws, everything)
-    out = {"setting": settings(quiet)[pooled], "pooled": _norm(raws, everything, pooled, preps, cost), "groups": {},
+    out: dict[str, Any] = {"setting": settings(quiet)[pooled], "pooled": _norm(raws, everything, pooled, preps, cost), "groups": {},
            "lofo": {}}
     for group in GROUPS:
         rows = group_of == group
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> str:
     preps = {name: nab.prepare(name, nab._timestamps(frame), wins, cost) for name, frame, wins in corpus}
     tuning = [preps[n] for n, *_ in corpus if n.split("/")[0] in nab.TUNING]
     quiet = (None, *(f"{h}h" for h in args.quiet_hours.split(","))) if args.quiet_hours else REFRACTORIES
-    steps = {name: anomalies._step_seconds(frame) or 60.0 for name, frame, _ in corpus}
+    steps = {name: series_detector.step_seconds(frame) or 60.0 for name, frame, _ in corpus}
     result = report(tuning, raw_matrix(tuning, scores, cost, steps=steps, quiet=quiet), cost, quiet=quiet)
     if args.evaluate:
         threshold, refractory = result["setting"]
