@@ -35,3 +35,11 @@ def test_causal_rank_is_the_mid_rank_among_earlier_scores_only() -> None:
     later = score.copy()
     later[4:] = [-9.0, 9.0]
     assert nab_lab.causal_rank(later, learn=2)[:4].tolist() == ranks[:4].tolist()
+
+
+def test_quiet_time_as_a_fraction_of_the_file_or_as_a_duration() -> None:
+    score = np.zeros(100)
+    score[[10, 15, 22, 40]] = 1.0
+    assert np.flatnonzero(nab_lab.flags(score, 0.5, None, 300.0)).tolist() == [10, 15, 22, 40]
+    assert np.flatnonzero(nab_lab.flags(score, 0.5, 0.1, 300.0)).tolist() == [10, 22, 40]  # 10 points quiet
+    assert np.flatnonzero(nab_lab.flags(score, 0.5, "1h", 300.0)).tolist() == [10, 40]  # 12 five-minute points
