@@ -31,9 +31,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 LENGTHS = (8, 16, 32, 64)
-"""Subsequence lengths in points; one left profile per length, their ranks combined by COMBINE."""
-COMBINE = "max"
-"""How the per-length ranks are combined: "max" or "mean"."""
+"""Subsequence lengths in points; one left profile per length, the largest of their ranks is the score."""
 NORMALISE = True
 """True: z-normalised distance (the classic matrix profile, shape only); False: plain Euclidean."""
 NOISE_CORRECTION = True
@@ -48,12 +46,10 @@ ROUNDOFF = 1e-9
 """Squared distances below ROUNDOFF times their scale are exact repeats (0), not round-off noise."""
 
 
-def discord_rank(values: np.ndarray, *, normalise: bool = NORMALISE, lengths: tuple[int, ...] = LENGTHS,
-                 combine: str = COMBINE) -> np.ndarray:
+def discord_rank(values: np.ndarray, *, normalise: bool = NORMALISE) -> np.ndarray:
     """Per point, in [0, 1]: how far the shape ending there is from every earlier shape, ranked (causal)."""
     clean = _clean(values)
-    ranks = np.vstack([_length_rank(clean, m, normalise=normalise) for m in lengths])
-    return ranks.max(axis=0) if combine == "max" else ranks.mean(axis=0)
+    return np.vstack([_length_rank(clean, m, normalise=normalise) for m in LENGTHS]).max(axis=0)
 
 
 def _length_rank(values: np.ndarray, m: int, *, normalise: bool) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -97,3 +98,12 @@ def build_lake(root, plan: Plan) -> Lake:
     lake = Lake(root)
     lake.write_partitioned("requests", draw(plan), ts_column="ts", stem="synthetic")
     return lake
+
+
+def raw_and_rolled(root: Path, plan: Plan) -> tuple[Lake, Lake]:
+    """The plan's requests twice under ``root``: raw rows only ("raw"), and with the rollups built ("rolled")."""
+    from analytics import rollup
+
+    raw, rolled = build_lake(root / "raw", plan), build_lake(root / "rolled", plan)
+    rollup.update(rolled, dates=[START.date().isoformat()])
+    return raw, rolled

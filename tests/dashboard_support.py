@@ -37,7 +37,11 @@ def pending(at: Any) -> list[str]:
 
 def run_until_ready(page: str, *, timeout: float = 600, **params: str) -> Any:
     """Run the page, then rerun it until no background analysis is pending (or fail)."""
-    at = run_page(page, timeout=timeout, **params)
+    return rerun_until_ready(run_page(page, timeout=timeout, **params), timeout=timeout)
+
+
+def rerun_until_ready(at: Any, *, timeout: float) -> Any:
+    """Rerun an AppTest until no background analysis is pending (or fail after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
     while pending(at):
         assert time.monotonic() < deadline, f"still pending after {timeout} s: {pending(at)}"

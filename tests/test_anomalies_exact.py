@@ -15,10 +15,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analytics import anomalies, rollup
+from analytics import anomalies
 from meshlens.catalog import connect
 from meshlens.timewin import Window
-from tests.analysis_support import START, Plan, build_lake
+from tests.analysis_support import START, Plan, raw_and_rolled
 
 PLAN = Plan(hours=2, seed=41, rate_per_min=20)
 
@@ -57,9 +57,7 @@ def test_gap_free_rolling_median_equals_the_null_skipping_one(lead_nulls, holes,
 def lakes(tmp_path_factory):
     """Raw rows only; with rollups; with rollups but no day rollup of edges (the reader's fallback)."""
     root = tmp_path_factory.mktemp("exact")
-    raw = build_lake(root / "raw", PLAN)
-    rolled = build_lake(root / "rolled", PLAN)
-    rollup.update(rolled, dates=[START.date().isoformat()])
+    raw, rolled = raw_and_rolled(root, PLAN)
     shutil.copytree(rolled.root, root / "no_day")
     shutil.rmtree(root / "no_day" / "rollups" / "edges_1d")
     from meshlens.lake import Lake

@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from analytics import anomalies, rollup
+from analytics import anomalies
 from meshlens.catalog import connect
 from meshlens.timewin import Window
-from tests.analysis_support import START, Plan, build_lake, draw
+from tests.analysis_support import START, Plan, draw, raw_and_rolled
 
 PLAN = Plan(hours=2, seed=31, rate_per_min=30)
 
@@ -21,9 +21,7 @@ PLAN = Plan(hours=2, seed=31, rate_per_min=30)
 def lakes(tmp_path_factory):
     """The same requests twice: raw rows only, and with the rollups built."""
     root = tmp_path_factory.mktemp("reader")
-    raw = build_lake(root / "raw", PLAN)
-    rolled = build_lake(root / "rolled", PLAN)
-    rollup.update(rolled, dates=[START.date().isoformat()])
+    raw, rolled = raw_and_rolled(root, PLAN)
     return raw, rolled
 
 

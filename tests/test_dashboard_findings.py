@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -22,7 +21,7 @@ from analytics.anomalies import Incident
 from analytics.canary import CanaryVerdict
 from meshlens.lake import Lake
 from meshlens.timewin import Window
-from tests.dashboard_support import pending, run_page
+from tests.dashboard_support import pending, rerun_until_ready, run_page
 from tests.test_dashboard_pages import assert_clean, frames
 
 pytestmark = pytest.mark.slow
@@ -130,10 +129,7 @@ def test_a_changed_lake_makes_the_stored_answer_stale(copy: Any, monkeypatch: py
     assert pending(at), "the stale stored answer was shown instead of computing a new one"
     assert "kept in the findings store" not in "\n".join(m.value for m in at.markdown)
     release.set()
-    deadline = time.monotonic() + 120
-    while pending(at) and time.monotonic() < deadline:
-        time.sleep(0.3)
-        at.run()
+    rerun_until_ready(at, timeout=120)
     assert_clean(at)
     assert [s.value for s in at.success] == ["No incident in this window."]
     assert (calls[0].start, calls[0].end) == (truth.start_dt, truth.end_dt)

@@ -18,7 +18,7 @@ import pytest
 from dashboard.state import PAGES
 from meshlens.lake import Lake
 from meshlens.timewin import iso
-from tests.dashboard_support import lake_copy, pending, run_page, run_until_ready
+from tests.dashboard_support import lake_copy, pending, rerun_until_ready, run_page, run_until_ready
 
 pytestmark = pytest.mark.slow
 
@@ -276,10 +276,7 @@ def test_slow_analysis_shows_a_placeholder_then_its_result(day: Any, monkeypatch
     at.run()
     assert pending(at), "still running while the analysis is held"
     release.set()
-    deadline = time.monotonic() + 300
-    while pending(at) and time.monotonic() < deadline:
-        time.sleep(0.3)
-        at.run()
+    rerun_until_ready(at, timeout=300)
     assert_clean(at)
     incidents = next(f for f in frames(at) if "reason" in f.columns)
     assert incidents["services"].str.contains(outage["service"]).any()
